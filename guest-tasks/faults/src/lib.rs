@@ -1,0 +1,82 @@
+//! Guest tasks that misbehave on purpose, for asyncer's tests.
+
+use std::time::Duration;
+
+use asyncer_guest::{sleep, task};
+use serde::{Deserialize, Serialize};
+
+/// A pair of numbers, for tasks with a structured input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair {
+    /// Left operand.
+    pub a: u64,
+    /// Right operand.
+    pub b: u64,
+}
+
+/// Adds the pair: a well-behaved task.
+#[task]
+pub fn add(pair: Pair) -> u64 {
+    pair.a + pair.b
+}
+
+/// Returns its input unchanged.
+#[task]
+pub fn echo(bytes: Vec<u8>) -> Vec<u8> {
+    bytes
+}
+
+/// Divides, returning the guest's own error for a zero divisor.
+#[task]
+pub fn divide(pair: Pair) -> Result<u64, String> {
+    pair.a
+        .checked_div(pair.b)
+        .ok_or_else(|| format!("cannot divide {} by zero", pair.a))
+}
+
+/// Panics with a message built from its input.
+#[task]
+pub fn panic(message: String) -> u64 {
+    panic!("guest says: {message}");
+}
+
+/// Executes `unreachable` (a trap without a panic message).
+#[task]
+pub fn trap() {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+/// Sleeps `millis` ms through WASI, then returns them.
+#[task]
+pub async fn slow(millis: u64) -> u64 {
+    sleep(Duration::from_millis(millis)).await;
+    millis
+}
+
+/// Spins for ever, burning CPU.
+#[task]
+pub fn spin() {
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+/// Allocates and touches `mib` MiB, returning how many bytes it kept.
+#[task]
+pub fn hog(mib: u64) -> u64 {
+    let bytes = vec![1u8; (mib as usize) << 20];
+    std::hint::black_box(&bytes);
+    bytes.len() as u64
+}
+
+/// Writes `text` to stdout and stderr, then returns its length.
+#[task]
+pub fn chatter(text: String) -> u64 {
+    println!("out: {text}");
+    eprintln!("err: {text}");
+    text.len() as u64
+}

@@ -1,0 +1,65 @@
+//! The seed's heavy task: the sum of `i * i` for `i < n`, then a 10 ms sleep.
+//!
+//! ```
+//! let out = asyncer_guest::block_on(heavy::heavy(heavy::HeavyInput { uid: "a".into(), n: 4 }));
+//! assert_eq!(out.result, 14);
+//! ```
+
+use std::time::Duration;
+
+use asyncer_guest::{sleep, task};
+use serde::{Deserialize, Serialize};
+
+/// Input of [`heavy`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeavyInput {
+    /// The caller's id for this piece of work, echoed back.
+    pub uid: String,
+    /// Upper bound (exclusive) of the sum.
+    pub n: u64,
+}
+
+/// Output of [`heavy`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeavyOutput {
+    /// The input's uid.
+    pub uid: String,
+    /// `sum(i * i for i in 0..n)`.
+    pub result: u128,
+}
+
+/// `sum(i * i for i in 0..n)`, computed term by term: `black_box` keeps the
+/// compiler from replacing the loop with the closed formula.
+pub fn sum_of_squares(n: u64) -> u128 {
+    let mut acc: u128 = 0;
+    for i in 0..n {
+        let i = u128::from(std::hint::black_box(i));
+        acc += i * i;
+    }
+    acc
+}
+
+/// The seed's task: CPU work, then an async sleep of 10 ms.
+#[task]
+pub async fn heavy(input: HeavyInput) -> HeavyOutput {
+    let result = sum_of_squares(input.n);
+    sleep(Duration::from_millis(10)).await;
+    HeavyOutput {
+        uid: input.uid,
+        result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_closed_formula() {
+        for n in [0u64, 1, 2, 3, 10, 1000, 123_457] {
+            let n128 = u128::from(n);
+            let expected = if n == 0 { 0 } else { (n128 - 1) * n128 * (2 * n128 - 1) / 6 };
+            assert_eq!(sum_of_squares(n), expected, "n = {n}");
+        }
+    }
+}

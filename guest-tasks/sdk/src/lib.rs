@@ -1,0 +1,329 @@
+//! Write task functions for [asyncer](https://docs.rs/asyncer): ordinary Rust
+//! functions that a host runs in a sandboxed worker process.
+//!
+//! A guest task crate is a `cdylib` built for `wasm32-wasip1`. Mark each task
+//! with [`#[task]`](task); inputs and outputs are serde types carried as
+//! postcard bytes (guest ABI v1). Async tasks run on a small executor inside
+//! the guest; [`sleep`] waits through WASI, so the worker's own event loop stays
+//! free while the guest waits.
+//!
+//! ```
+//! use asyncer_guest::{sleep, task};
+//! use std::time::Duration;
+//!
+//! #[task]
+//! async fn double(n: u64) -> Result<u64, String> {
+//!     sleep(Duration::from_millis(1)).await;
+//!     n.checked_mul(2).ok_or_else(|| format!("{n} is too large"))
+//! }
+//!
+//! // In a native build the function is still a plain function:
+//! assert_eq!(asyncer_guest::block_on(double(21)), Ok(42));
+//! ```
+//!
+//! A panic inside a task reaches the host as a `guest_panic` error carrying the
+//! panic message (the worker reads it from the guest's stderr).
+// `unsafe_code` is denied, not forbidden: the ABI exports need `#[no_mangle]`,
+// which that lint flags; each such place allows it locally.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+pub use asyncer_guest_macros::task;
+
+thread_local! {
+    /// Pending sleeps of the running [`block_on`]: deadline and who to wake.
+    static TIMERS: RefCell<Vec<(Instant, Waker)>> = const { RefCell::new(Vec::new()) };
+    /// Whether a [`block_on`] is driving futures on this thread.
+    static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Waits for `duration` without spinning.
+///
+/// Inside a task (driven by [`block_on`]) other futures of the same task keep
+/// running, and the guest waits through WASI `poll_oneoff` only when every
+/// future is waiting, so joined sleeps overlap. Polled outside [`block_on`]
+/// (for example natively on a tokio runtime) it blocks the thread, as a
+/// CPU-bound task would.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let start = Instant::now();
+/// asyncer_guest::block_on(asyncer_guest::sleep(Duration::from_millis(5)));
+/// assert!(start.elapsed() >= Duration::from_millis(5));
+/// ```
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep {
+        deadline: Instant::now() + duration,
+    }
+}
+
+/// The future returned by [`sleep`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    deadline: Instant,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Poll::Ready(());
+        }
+        if !IN_BLOCK_ON.get() {
+            std::thread::sleep(self.deadline - now);
+            return Poll::Ready(());
+        }
+        TIMERS.with_borrow_mut(|timers| timers.push((self.deadline, cx.waker().clone())));
+        Poll::Pending
+    }
+}
+
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Resets the thread's executor state when [`block_on`] ends, even by panic.
+struct BlockOnGuard {
+    was_inside: bool,
+    saved_timers: Vec<(Instant, Waker)>,
+}
+
+impl Drop for BlockOnGuard {
+    fn drop(&mut self) {
+        IN_BLOCK_ON.set(self.was_inside);
+        TIMERS.set(std::mem::take(&mut self.saved_timers));
+    }
+}
+
+/// Runs a future to completion on the current thread: the guest's executor.
+///
+/// Tasks made with [`#[task]`](task) are driven by it; use it in native unit
+/// tests of async tasks as well.
+///
+/// # Panics
+/// Panics when the future is pending while nothing can wake it (no pending
+/// [`sleep`] and no wake-up): inside a guest there is no other thread that
+/// could.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let _guard = BlockOnGuard {
+        was_inside: IN_BLOCK_ON.replace(true),
+        saved_timers: TIMERS.take(),
+    };
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        if flag.0.swap(false, Ordering::Acquire) {
+            continue;
+        }
+        let next = TIMERS.with_borrow(|timers| timers.iter().map(|(at, _)| *at).min());
+        let Some(next) = next else {
+            panic!("asyncer_guest::block_on: the future is pending but nothing can wake it");
+        };
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        let now = Instant::now();
+        let due: Vec<Waker> = TIMERS.with_borrow_mut(|timers| {
+            let (due, waiting) = std::mem::take(timers)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            *timers = waiting;
+            due.into_iter().map(|(_, waker)| waker).collect()
+        });
+        due.into_iter().for_each(Waker::wake);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod abi {
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Room for the next task's input, handed out by `asyncer_alloc`.
+        static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        /// The last task's result envelope, kept alive for the host to read.
+        static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Guest ABI v1: returns a pointer to `len` writable bytes for the input.
+    #[allow(unsafe_code, unreachable_pub)] // an exported symbol, no unsafe operation
+    #[no_mangle]
+    pub extern "C" fn asyncer_alloc(len: i32) -> i32 {
+        let len = usize::try_from(len).unwrap_or(0);
+        INPUT.with_borrow_mut(|input| {
+            *input = vec![0; len];
+            input.as_mut_ptr() as usize as i32
+        })
+    }
+
+    /// Takes the input written by the host at `(ptr, len)`.
+    pub(crate) fn take_input(ptr: i32, len: i32) -> Result<Vec<u8>, String> {
+        INPUT.with_borrow_mut(|input| {
+            if input.as_ptr() as usize as i32 != ptr || input.len() != len as usize {
+                return Err(format!(
+                    "input at ({ptr}, {len}) was not allocated by asyncer_alloc"
+                ));
+            }
+            Ok(std::mem::take(input))
+        })
+    }
+
+    /// Keeps `envelope` alive and packs its address as `(ptr << 32) | len`.
+    pub(crate) fn publish(envelope: Vec<u8>) -> i64 {
+        OUTPUT.with_borrow_mut(|output| {
+            *output = envelope;
+            ((output.as_ptr() as usize as u64) << 32 | output.len() as u64) as i64
+        })
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Used by the code `#[task]` expands to; not a stable API.
+    use super::*;
+    use asyncer_protocol_consts::*;
+
+    pub use serde;
+
+    /// Turns a task's `Err(e)` into the guest's error message.
+    pub fn error_to_string<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, String> {
+        result.map_err(|e| e.to_string())
+    }
+
+    /// Builds the result envelope of one task run.
+    pub fn envelope<In, Out, Fut>(input: &[u8], task: impl FnOnce(In) -> Fut) -> Vec<u8>
+    where
+        In: serde::de::DeserializeOwned,
+        Out: serde::Serialize,
+        Fut: Future<Output = Result<Out, String>>,
+    {
+        let input: In = match postcard::from_bytes(input) {
+            Ok(input) => input,
+            Err(e) => {
+                let message = format!(
+                    "input does not decode as {}: {e}",
+                    std::any::type_name::<In>()
+                );
+                return tagged(ENVELOPE_INPUT_DECODE_ERR, &message);
+            }
+        };
+        match block_on(task(input)) {
+            Ok(output) => {
+                let out = vec![ENVELOPE_OK];
+                match postcard::to_extend(&output, out) {
+                    Ok(out) => out,
+                    Err(e) => tagged(ENVELOPE_ERR, &format!("output does not encode: {e}")),
+                }
+            }
+            Err(message) => tagged(ENVELOPE_ERR, &message),
+        }
+    }
+
+    fn tagged(tag: u8, message: &str) -> Vec<u8> {
+        postcard::to_extend(message, vec![tag]).expect("a string always encodes")
+    }
+
+    /// The body of every `task:NAME` export.
+    #[cfg(target_arch = "wasm32")]
+    pub fn run_task<In, Out, Fut>(
+        input_ptr: i32,
+        input_len: i32,
+        task: impl FnOnce(In) -> Fut,
+    ) -> i64
+    where
+        In: serde::de::DeserializeOwned,
+        Out: serde::Serialize,
+        Fut: Future<Output = Result<Out, String>>,
+    {
+        let envelope = match abi::take_input(input_ptr, input_len) {
+            Ok(input) => envelope(&input, task),
+            Err(message) => tagged(ENVELOPE_INPUT_DECODE_ERR, &message),
+        };
+        abi::publish(envelope)
+    }
+}
+
+/// The envelope bytes of guest ABI v1 (kept in sync with `asyncer-protocol`,
+/// which the guest does not depend on to stay small).
+mod asyncer_protocol_consts {
+    pub(crate) const ENVELOPE_OK: u8 = 0x00;
+    pub(crate) const ENVELOPE_ERR: u8 = 0x01;
+    pub(crate) const ENVELOPE_INPUT_DECODE_ERR: u8 = 0x02;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joined_sleeps_overlap() {
+        let start = Instant::now();
+        block_on(async {
+            let a = sleep(Duration::from_millis(30));
+            let b = sleep(Duration::from_millis(30));
+            let (mut a, mut b) = (pin!(a), pin!(b));
+            let mut a_done = false;
+            let mut b_done = false;
+            std::future::poll_fn(|cx| {
+                a_done |= a.as_mut().poll(cx).is_ready();
+                b_done |= b.as_mut().poll(cx).is_ready();
+                if a_done && b_done {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+        });
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(30));
+        assert!(took < Duration::from_millis(55), "sleeps ran in sequence: {took:?}");
+    }
+
+    #[test]
+    #[should_panic(expected = "nothing can wake it")]
+    fn a_future_that_never_wakes_is_reported() {
+        block_on(std::future::pending::<()>());
+    }
+
+    #[test]
+    fn envelopes_follow_abi_v1() {
+        let ok = __private::envelope(&postcard::to_allocvec(&20u64).unwrap(), |n: u64| async move {
+            Ok::<_, String>(n + 1)
+        });
+        assert_eq!(ok, vec![0x00, 21]);
+
+        let err = __private::envelope(&[5], |_: u64| async { Err::<u64, _>("bad".to_string()) });
+        assert_eq!(err, vec![0x01, 3, b'b', b'a', b'd']);
+
+        let undecodable = __private::envelope(&[], |n: u64| async move { Ok::<_, String>(n) });
+        assert_eq!(undecodable[0], 0x02);
+        let message: String = postcard::from_bytes(&undecodable[1..]).unwrap();
+        assert!(message.contains("u64"), "{message}");
+    }
+}

@@ -1,0 +1,49 @@
+//! Run CPU-heavy async task functions in parallel, each in its own worker
+//! process and inside a WebAssembly sandbox, without blocking the caller's
+//! tokio event loop.
+//!
+//! A task is a `#[task]` function in a guest crate (see `asyncer-guest`)
+//! compiled to `wasm32-wasip1`. The [`Executor`] validates and precompiles the
+//! module once ([`Executor::load`]), queues tasks ([`Executor::submit`]),
+//! keeps at most `max_processes` workers alive, runs each task in a fresh
+//! `asyncer-worker` process, and resolves its [`TaskHandle`] to the typed
+//! output or a typed [`Error`]. Every task, failed or not, sends a
+//! [`TaskEvent`] to each [`EventStream`].
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), asyncer::Error> {
+//! use asyncer::Executor;
+//!
+//! let exec = Executor::builder().max_processes(4).build()?;
+//! let module = exec.load("heavy.wasm").await?;
+//! let mut events = exec.events();
+//! let handle = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
+//! println!("{}", handle.await?);
+//! let event = events.recv().await.expect("one event per task");
+//! assert!(event.is_ok());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The worker program is found by [`Executor::builder`]'s documented lookup;
+//! the one line a user needs is `cargo build -p asyncer-worker` (or
+//! `cargo install asyncer-worker`).
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod error;
+mod event;
+mod executor;
+mod handle;
+mod limits;
+mod module;
+mod process;
+
+pub use error::{Error, ErrorKind};
+pub use event::{EventStream, TaskEvent};
+pub use executor::{Executor, ExecutorBuilder, TaskOptions};
+pub use handle::TaskHandle;
+pub use limits::Limits;
+pub use module::Module;
+pub use process::{WORKER_ENV, WORKER_PROGRAM};

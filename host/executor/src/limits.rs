@@ -1,0 +1,115 @@
+//! Per-task limits.
+
+use std::time::Duration;
+
+/// Limits on one task. Set executor-wide defaults with
+/// [`ExecutorBuilder::limits`](crate::ExecutorBuilder::limits) and override
+/// them per task with [`TaskOptions::limits`](crate::TaskOptions::limits).
+///
+/// ```
+/// use asyncer::Limits;
+/// use std::time::Duration;
+///
+/// let limits = Limits::default()
+///     .timeout(Duration::from_secs(2))
+///     .max_memory_bytes(64 << 20);
+/// assert_eq!(limits.get_timeout(), Some(Duration::from_secs(2)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    timeout: Option<Duration>,
+    fuel: Option<u64>,
+    max_memory_bytes: Option<u64>,
+    max_input_bytes: u64,
+    max_output_bytes: u64,
+    max_log_bytes: u64,
+}
+
+impl Default for Limits {
+    /// No timeout, no fuel metering, no memory cap beyond wasm's 4 GiB,
+    /// 64 MiB of input and of output, 64 KiB of stdout and of stderr kept.
+    fn default() -> Self {
+        Limits {
+            timeout: None,
+            fuel: None,
+            max_memory_bytes: None,
+            max_input_bytes: 64 << 20,
+            max_output_bytes: 64 << 20,
+            max_log_bytes: 64 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// Wall-clock limit: an epoch deadline inside the worker and a kill from
+    /// the host. Turning it on compiles the module with epoch checks.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Fuel budget (wasm instructions, roughly). Metering costs speed, so it
+    /// is off unless set.
+    pub fn fuel(mut self, fuel: u64) -> Self {
+        self.fuel = Some(fuel);
+        self
+    }
+
+    /// Largest linear memory the guest may grow to.
+    pub fn max_memory_bytes(mut self, bytes: u64) -> Self {
+        self.max_memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Largest input accepted by `submit`.
+    pub fn max_input_bytes(mut self, bytes: u64) -> Self {
+        self.max_input_bytes = bytes;
+        self
+    }
+
+    /// Largest output a task may return.
+    pub fn max_output_bytes(mut self, bytes: u64) -> Self {
+        self.max_output_bytes = bytes;
+        self
+    }
+
+    /// How much of the guest's stdout, and of its stderr, is kept.
+    pub fn max_log_bytes(mut self, bytes: u64) -> Self {
+        self.max_log_bytes = bytes;
+        self
+    }
+
+    /// The timeout, if any.
+    pub fn get_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The fuel budget, if metered.
+    pub fn get_fuel(&self) -> Option<u64> {
+        self.fuel
+    }
+
+    /// The largest input accepted.
+    pub fn get_max_input_bytes(&self) -> u64 {
+        self.max_input_bytes
+    }
+
+    /// The engine settings these limits need compiled in.
+    pub(crate) fn flavor(&self) -> asyncer_protocol::EngineFlavor {
+        asyncer_protocol::EngineFlavor {
+            fuel: self.fuel.is_some(),
+            epoch: self.timeout.is_some(),
+        }
+    }
+
+    /// What the worker enforces.
+    pub(crate) fn to_wire(&self) -> asyncer_protocol::Limits {
+        asyncer_protocol::Limits {
+            timeout: self.timeout,
+            fuel: self.fuel,
+            max_memory_bytes: self.max_memory_bytes,
+            max_output_bytes: self.max_output_bytes,
+            max_log_bytes: self.max_log_bytes,
+        }
+    }
+}

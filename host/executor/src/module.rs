@@ -1,0 +1,273 @@
+//! Loading, validating and precompiling guest modules.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use asyncer_protocol::{
+    EngineFlavor, ABI_ALLOC_EXPORT, ABI_MEMORY_EXPORT, ABI_TASK_PREFIX, ABI_WASI_MODULE,
+};
+use sha2::{Digest, Sha256};
+use wasmtime::{Engine, ExternType, ValType};
+
+use crate::Error;
+
+/// A validated guest module, precompiled for the workers.
+///
+/// Cheap to clone. Made by [`Executor::load`](crate::Executor::load) or
+/// [`Executor::load_bytes`](crate::Executor::load_bytes).
+#[derive(Clone)]
+pub struct Module {
+    inner: Arc<ModuleInner>,
+}
+
+struct ModuleInner {
+    name: String,
+    hash: String,
+    bytes: Arc<[u8]>,
+    tasks: Vec<String>,
+    /// Precompiled artifact per engine flavor, made on first use.
+    artifacts: Mutex<HashMap<EngineFlavor, Arc<PathBuf>>>,
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Module")
+            .field("name", &self.inner.name)
+            .field("hash", &self.inner.hash)
+            .field("tasks", &self.inner.tasks)
+            .finish()
+    }
+}
+
+impl Module {
+    /// The file name it was loaded from, or `"<bytes>"`.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Hex SHA-256 of the module bytes: its identity in events and the cache.
+    pub fn hash(&self) -> &str {
+        &self.inner.hash
+    }
+
+    /// The task names it exports, sorted.
+    pub fn tasks(&self) -> &[String] {
+        &self.inner.tasks
+    }
+
+    /// Whether it exports task `name`.
+    pub fn has_task(&self, name: &str) -> bool {
+        self.inner.tasks.binary_search_by(|t| t.as_str().cmp(name)).is_ok()
+    }
+
+    pub(crate) fn check_task(&self, name: &str) -> Result<(), Error> {
+        if self.has_task(name) {
+            Ok(())
+        } else {
+            Err(Error::NoSuchTask {
+                task: name.to_owned(),
+                available: self.inner.tasks.clone(),
+            })
+        }
+    }
+}
+
+/// Compiles modules and keeps their artifacts, shared by an executor.
+pub(crate) struct Compiler {
+    engines: Mutex<HashMap<EngineFlavor, Engine>>,
+    modules: Mutex<HashMap<String, Module>>,
+    cache_dir: PathBuf,
+}
+
+impl Compiler {
+    pub(crate) fn new(cache_dir: PathBuf) -> Self {
+        Compiler {
+            engines: Mutex::new(HashMap::new()),
+            modules: Mutex::new(HashMap::new()),
+            cache_dir,
+        }
+    }
+
+    fn engine(&self, flavor: EngineFlavor) -> Result<Engine, Error> {
+        let mut engines = self.engines.lock().expect("engine map poisoned");
+        if let Some(engine) = engines.get(&flavor) {
+            return Ok(engine.clone());
+        }
+        let engine = asyncer_worker::new_engine(flavor).map_err(|e| Error::InvalidModule {
+            message: format!("cannot create a wasm engine: {e:#}"),
+        })?;
+        engines.insert(flavor, engine.clone());
+        Ok(engine)
+    }
+
+    /// Reads `path` and loads it (blocking).
+    pub(crate) fn load_path(&self, path: &Path, flavor: EngineFlavor) -> Result<Module, Error> {
+        let bytes = std::fs::read(path).map_err(|e| Error::ModuleNotFound {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let name = path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        self.load_bytes(name, bytes.into(), flavor)
+    }
+
+    /// Validates and precompiles `bytes` for `flavor` (blocking: CPU work).
+    pub(crate) fn load_bytes(
+        &self,
+        name: String,
+        bytes: Arc<[u8]>,
+        flavor: EngineFlavor,
+    ) -> Result<Module, Error> {
+        let hash = hex(&Sha256::digest(&bytes));
+        if let Some(module) = self.modules.lock().expect("module map poisoned").get(&hash) {
+            let module = module.clone();
+            self.artifact(&module, flavor)?;
+            return Ok(module);
+        }
+        let engine = self.engine(flavor)?;
+        let compiled = wasmtime::Module::new(&engine, &bytes).map_err(|e| Error::InvalidModule {
+            message: format!("{name}: {e:#}"),
+        })?;
+        let tasks = check_abi(&engine, &compiled).map_err(|message| Error::InvalidModule {
+            message: format!("{name}: {message}"),
+        })?;
+        let module = Module {
+            inner: Arc::new(ModuleInner {
+                name,
+                hash: hash.clone(),
+                bytes,
+                tasks,
+                artifacts: Mutex::new(HashMap::new()),
+            }),
+        };
+        let path = self.store_artifact(&module, flavor, &compiled)?;
+        module
+            .inner
+            .artifacts
+            .lock()
+            .expect("artifact map poisoned")
+            .insert(flavor, Arc::new(path));
+        self.modules
+            .lock()
+            .expect("module map poisoned")
+            .entry(hash)
+            .or_insert_with(|| module.clone());
+        Ok(module)
+    }
+
+    /// The artifact of `module` for `flavor`, compiling it on first use
+    /// (blocking).
+    pub(crate) fn artifact(&self, module: &Module, flavor: EngineFlavor) -> Result<Arc<PathBuf>, Error> {
+        let mut artifacts = module.inner.artifacts.lock().expect("artifact map poisoned");
+        if let Some(path) = artifacts.get(&flavor) {
+            return Ok(path.clone());
+        }
+        let engine = self.engine(flavor)?;
+        let compiled =
+            wasmtime::Module::new(&engine, &module.inner.bytes).map_err(|e| Error::InvalidModule {
+                message: format!("{}: {e:#}", module.inner.name),
+            })?;
+        let path = Arc::new(self.store_artifact(module, flavor, &compiled)?);
+        artifacts.insert(flavor, path.clone());
+        Ok(path)
+    }
+
+    /// Writes the artifact under a content-addressed name, atomically, unless
+    /// it is already there.
+    fn store_artifact(
+        &self,
+        module: &Module,
+        flavor: EngineFlavor,
+        compiled: &wasmtime::Module,
+    ) -> Result<PathBuf, Error> {
+        let file = format!(
+            "{}-{}{}-wasmtime{}.cwasm",
+            module.inner.hash,
+            if flavor.fuel { "f" } else { "" },
+            if flavor.epoch { "e" } else { "" },
+            asyncer_worker::WASMTIME_VERSION,
+        );
+        let path = self.cache_dir.join(file);
+        if path.exists() {
+            return Ok(path);
+        }
+        let cache_error = |e: &dyn fmt::Display| Error::InvalidModule {
+            message: format!("cannot write the artifact cache at {}: {e}", self.cache_dir.display()),
+        };
+        let bytes = compiled.serialize().map_err(|e| cache_error(&e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.cache_dir).map_err(|e| cache_error(&e))?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| cache_error(&e))?;
+        tmp.persist(&path).map_err(|e| cache_error(&e))?;
+        Ok(path)
+    }
+}
+
+/// Checks guest ABI v1: only WASI imports (all of them known), a `memory`,
+/// `asyncer_alloc: (i32) -> i32`, and tasks `task:NAME: (i32, i32) -> i64`.
+/// Returns the sorted task names.
+fn check_abi(engine: &Engine, module: &wasmtime::Module) -> Result<Vec<String>, String> {
+    for import in module.imports() {
+        if import.module() != ABI_WASI_MODULE {
+            return Err(format!(
+                "imports `{}::{}`, but a guest may only import from `{ABI_WASI_MODULE}`",
+                import.module(),
+                import.name()
+            ));
+        }
+    }
+    let linker = asyncer_worker::new_linker(engine).map_err(|e| e.to_string())?;
+    linker
+        .instantiate_pre(module)
+        .map_err(|e| format!("unsupported WASI import: {e:#}"))?;
+
+    let mut has_memory = false;
+    let mut has_alloc = false;
+    let mut tasks = Vec::new();
+    for export in module.exports() {
+        let name = export.name();
+        match (name, export.ty()) {
+            (ABI_MEMORY_EXPORT, ExternType::Memory(_)) => has_memory = true,
+            (ABI_ALLOC_EXPORT, ExternType::Func(ty)) => {
+                if !signature_is(&ty, &[ValType::I32], &[ValType::I32]) {
+                    return Err(format!("`{ABI_ALLOC_EXPORT}` must have type (i32) -> i32, not {ty}"));
+                }
+                has_alloc = true;
+            }
+            (_, ty) if name.starts_with(ABI_TASK_PREFIX) => {
+                let ExternType::Func(ty) = ty else {
+                    return Err(format!("export `{name}` must be a function"));
+                };
+                if !signature_is(&ty, &[ValType::I32, ValType::I32], &[ValType::I64]) {
+                    return Err(format!("task export `{name}` must have type (i32, i32) -> i64, not {ty}"));
+                }
+                tasks.push(name[ABI_TASK_PREFIX.len()..].to_owned());
+            }
+            _ => {}
+        }
+    }
+    if !has_memory {
+        return Err(format!("the module exports no memory named `{ABI_MEMORY_EXPORT}`"));
+    }
+    if !has_alloc {
+        return Err(format!("the module exports no `{ABI_ALLOC_EXPORT}` function"));
+    }
+    if tasks.is_empty() {
+        return Err(format!("the module exports no task (`{ABI_TASK_PREFIX}NAME` functions)"));
+    }
+    tasks.sort();
+    Ok(tasks)
+}
+
+fn signature_is(ty: &wasmtime::FuncType, params: &[ValType], results: &[ValType]) -> bool {
+    let same = |a: &mut dyn ExactSizeIterator<Item = ValType>, b: &[ValType]| {
+        a.len() == b.len() && a.zip(b).all(|(x, y)| ValType::eq(&x, y))
+    };
+    same(&mut ty.params(), params) && same(&mut ty.results(), results)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

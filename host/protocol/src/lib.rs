@@ -1,0 +1,420 @@
+//! The host ↔ worker wire format of asyncer, and the guest ABI constants.
+//!
+//! One source of truth for both sides: the executor writes a [`Request`] to a
+//! worker's stdin and reads one [`Reply`] from its stdout. Each message is a
+//! frame: the 4-byte [`MAGIC`], the little-endian [`PROTOCOL_VERSION`]
+//! (`u16`), the little-endian body length (`u32`), then the postcard body.
+//!
+//! ```
+//! use asyncer_protocol::{read_frame, write_frame, Limits, EngineFlavor, Request};
+//!
+//! let request = Request {
+//!     uid: "job-1".into(),
+//!     artifact: "/tmp/module.cwasm".into(),
+//!     flavor: EngineFlavor::default(),
+//!     task: "heavy".into(),
+//!     input: vec![1, 2, 3],
+//!     limits: Limits::default(),
+//! };
+//! let mut wire = Vec::new();
+//! write_frame(&mut wire, &request).unwrap();
+//! let back: Request = read_frame(&mut wire.as_slice(), 1 << 20).unwrap();
+//! assert_eq!(back, request);
+//! ```
+#![forbid(unsafe_code)]
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// First bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"ASYN";
+/// Version of the frame layout and of the message types below.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Guest ABI v1: the exported linear memory.
+pub const ABI_MEMORY_EXPORT: &str = "memory";
+/// Guest ABI v1: `asyncer_alloc(len: i32) -> i32`, returns room for the input.
+pub const ABI_ALLOC_EXPORT: &str = "asyncer_alloc";
+/// Guest ABI v1: each task `NAME` is exported as `task:NAME`,
+/// `(input_ptr: i32, input_len: i32) -> i64`.
+pub const ABI_TASK_PREFIX: &str = "task:";
+/// Guest ABI v1: the WASI reactor initialiser, called once before any task.
+pub const ABI_INITIALIZE_EXPORT: &str = "_initialize";
+/// Guest ABI v1: the only import module a guest may use.
+pub const ABI_WASI_MODULE: &str = "wasi_snapshot_preview1";
+/// Envelope byte: the postcard `Output` follows.
+pub const ENVELOPE_OK: u8 = 0x00;
+/// Envelope byte: a postcard `String` follows, the guest's own error.
+pub const ENVELOPE_ERR: u8 = 0x01;
+/// Envelope byte (optional extension of ABI v1): a postcard `String`
+/// follows, saying why the guest could not decode its input.
+pub const ENVELOPE_INPUT_DECODE_ERR: u8 = 0x02;
+
+/// What a worker must run: one task of one precompiled module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The task's uid, for logs.
+    pub uid: String,
+    /// Path of the precompiled artifact (memory-mapped by the worker).
+    pub artifact: String,
+    /// The engine settings the artifact was compiled with.
+    pub flavor: EngineFlavor,
+    /// Task name, without the `task:` prefix.
+    pub task: String,
+    /// The postcard-encoded input.
+    pub input: Vec<u8>,
+    /// Limits enforced inside the worker.
+    pub limits: Limits,
+}
+
+/// Engine settings that change the compiled code: host and worker must agree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EngineFlavor {
+    /// Fuel metering compiled in.
+    pub fuel: bool,
+    /// Epoch-interruption checks compiled in (needed for in-guest timeouts).
+    pub epoch: bool,
+}
+
+/// Limits a worker enforces on one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Wall-clock budget of the guest, enforced by an epoch deadline.
+    pub timeout: Option<Duration>,
+    /// Fuel budget (only with [`EngineFlavor::fuel`]).
+    pub fuel: Option<u64>,
+    /// Largest linear memory, in bytes.
+    pub max_memory_bytes: Option<u64>,
+    /// Largest task output, in bytes.
+    pub max_output_bytes: u64,
+    /// How much of the guest's stdout and of its stderr is kept, each.
+    pub max_log_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: None,
+            fuel: None,
+            max_memory_bytes: None,
+            max_output_bytes: 64 << 20,
+            max_log_bytes: 64 << 10,
+        }
+    }
+}
+
+/// What a worker sends back: the outcome, usage figures and captured output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Output bytes (postcard `Output`, without envelope byte) or a failure.
+    pub outcome: Result<Vec<u8>, Failure>,
+    /// What the task used.
+    pub usage: Usage,
+    /// The guest's stdout (up to the limit).
+    pub stdout: Vec<u8>,
+    /// The guest's stderr (up to the limit).
+    pub stderr: Vec<u8>,
+}
+
+/// A task failure as it crosses the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Human-readable detail (the guest's message for guest errors and panics).
+    pub message: String,
+    /// For traps: wasmtime's trap code, e.g. `UnreachableCodeReached`.
+    pub trap_code: Option<String>,
+    /// For traps: the wasm backtrace, when one was captured.
+    pub backtrace: Option<String>,
+}
+
+impl Failure {
+    /// A failure with only a kind and a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+            trap_code: None,
+            backtrace: None,
+        }
+    }
+}
+
+/// Resources a task used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Fuel consumed, when metered.
+    pub fuel_consumed: Option<u64>,
+    /// Largest linear memory size reached, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Time spent inside the worker running the task (load included).
+    pub run_time: Duration,
+}
+
+/// The stable kinds of task failure; [`ErrorKind::as_str`] is the CLI's
+/// JSON `kind`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The module is not valid wasm, not found, or breaks the guest ABI.
+    InvalidModule,
+    /// The module has no such task export.
+    NoSuchTask,
+    /// Input or output bytes could not be decoded.
+    Decode,
+    /// The guest returned `Err(message)`.
+    GuestError,
+    /// The guest panicked.
+    GuestPanic,
+    /// The guest trapped.
+    Trap,
+    /// The task ran out of time.
+    Timeout,
+    /// The task ran out of fuel.
+    OutOfFuel,
+    /// The guest tried to grow its memory past the limit.
+    MemoryLimit,
+    /// The output was larger than allowed.
+    OutputTooLarge,
+    /// The worker process died without a reply.
+    WorkerCrashed,
+    /// The worker process could not be started.
+    SpawnFailed,
+    /// The task was cancelled.
+    Cancelled,
+    /// The executor was shut down.
+    ShutDown,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::InvalidModule,
+        ErrorKind::NoSuchTask,
+        ErrorKind::Decode,
+        ErrorKind::GuestError,
+        ErrorKind::GuestPanic,
+        ErrorKind::Trap,
+        ErrorKind::Timeout,
+        ErrorKind::OutOfFuel,
+        ErrorKind::MemoryLimit,
+        ErrorKind::OutputTooLarge,
+        ErrorKind::WorkerCrashed,
+        ErrorKind::SpawnFailed,
+        ErrorKind::Cancelled,
+        ErrorKind::ShutDown,
+    ];
+
+    /// The stable snake_case name, e.g. `"guest_panic"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidModule => "invalid_module",
+            ErrorKind::NoSuchTask => "no_such_task",
+            ErrorKind::Decode => "decode",
+            ErrorKind::GuestError => "guest_error",
+            ErrorKind::GuestPanic => "guest_panic",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::OutOfFuel => "out_of_fuel",
+            ErrorKind::MemoryLimit => "memory_limit",
+            ErrorKind::OutputTooLarge => "output_too_large",
+            ErrorKind::WorkerCrashed => "worker_crashed",
+            ErrorKind::SpawnFailed => "spawn_failed",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::ShutDown => "shut_down",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a frame could not be read or written.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream failed or ended early.
+    #[error("frame i/o failed")]
+    Io(#[from] io::Error),
+    /// The frame does not start with [`MAGIC`].
+    #[error("not an asyncer frame (bad magic)")]
+    BadMagic,
+    /// The peer speaks another protocol version.
+    #[error("protocol version {found} is not supported (expected {PROTOCOL_VERSION})")]
+    Version {
+        /// The version in the frame.
+        found: u16,
+    },
+    /// The frame body is larger than the reader allows.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Announced body length.
+        len: u64,
+        /// The reader's limit.
+        max: u64,
+    },
+    /// The body is not a valid postcard message of the expected type.
+    #[error("frame body does not decode")]
+    Decode(#[from] postcard::Error),
+}
+
+/// Writes `message` as one frame.
+///
+/// # Errors
+/// Fails when encoding fails, the body exceeds `u32::MAX` bytes or `w` fails.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), FrameError> {
+    let body = postcard::to_allocvec(message)?;
+    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
+        len: body.len() as u64,
+        max: u32::MAX.into(),
+    })?;
+    let mut header = [0u8; 10];
+    header[..4].copy_from_slice(&MAGIC);
+    header[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    header[6..].copy_from_slice(&len.to_le_bytes());
+    w.write_all(&header)?;
+    w.write_all(&body)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Encodes `message` as one frame into a new buffer.
+///
+/// # Errors
+/// As [`write_frame`].
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::new();
+    write_frame(&mut out, message)?;
+    Ok(out)
+}
+
+/// Reads one frame and decodes its body, refusing bodies over `max_len` bytes
+/// before allocating them.
+///
+/// # Errors
+/// See [`FrameError`].
+pub fn read_frame<T: for<'de> Deserialize<'de>>(
+    r: &mut impl Read,
+    max_len: u64,
+) -> Result<T, FrameError> {
+    let mut header = [0u8; 10];
+    r.read_exact(&mut header)?;
+    if header[..4] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    let version = u16::from_le_bytes([header[4], header[5]]);
+    if version != PROTOCOL_VERSION {
+        return Err(FrameError::Version { found: version });
+    }
+    let len = u64::from(u32::from_le_bytes([
+        header[6], header[7], header[8], header[9],
+    ]));
+    if len > max_len {
+        return Err(FrameError::TooLarge { len, max: max_len });
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body)?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+/// Decodes a frame held entirely in `bytes` (trailing bytes are an error).
+///
+/// # Errors
+/// See [`FrameError`].
+pub fn decode_frame<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, FrameError> {
+    let mut r = bytes;
+    let message = read_frame(&mut r, bytes.len() as u64)?;
+    if !r.is_empty() {
+        return Err(FrameError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "trailing bytes after frame",
+        )));
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_reply() -> Reply {
+        Reply {
+            outcome: Err(Failure {
+                kind: ErrorKind::Trap,
+                message: "wasm trap: integer divide by zero".into(),
+                trap_code: Some("IntegerDivisionByZero".into()),
+                backtrace: Some("0: f".into()),
+            }),
+            usage: Usage {
+                fuel_consumed: Some(7),
+                peak_memory_bytes: 65536,
+                run_time: Duration::from_micros(1500),
+            },
+            stdout: b"hi".to_vec(),
+            stderr: vec![],
+        }
+    }
+
+    #[test]
+    fn reply_round_trips_through_a_frame() {
+        let wire = encode_frame(&sample_reply()).unwrap();
+        let back: Reply = decode_frame(&wire).unwrap();
+        assert_eq!(back, sample_reply());
+    }
+
+    #[test]
+    fn wrong_magic_version_and_length_are_refused() {
+        let mut wire = encode_frame(&sample_reply()).unwrap();
+        wire[0] = b'X';
+        assert!(matches!(decode_frame::<Reply>(&wire), Err(FrameError::BadMagic)));
+
+        let mut wire = encode_frame(&sample_reply()).unwrap();
+        wire[4] = 9;
+        assert!(matches!(
+            decode_frame::<Reply>(&wire),
+            Err(FrameError::Version { found: 9 })
+        ));
+
+        let wire = encode_frame(&sample_reply()).unwrap();
+        let err = read_frame::<Reply>(&mut wire.as_slice(), 4).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { max: 4, .. }));
+    }
+
+    #[test]
+    fn truncated_and_garbage_frames_are_errors_not_panics() {
+        let wire = encode_frame(&sample_reply()).unwrap();
+        for cut in 0..wire.len() {
+            assert!(decode_frame::<Reply>(&wire[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut state = 0x1234_5678_u32;
+        for _ in 0..2000 {
+            let len = (state % 64) as usize;
+            let mut bytes = Vec::with_capacity(len + 10);
+            bytes.extend_from_slice(&wire[..10.min(wire.len())]);
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                bytes.push(state as u8);
+            }
+            bytes[6..10].copy_from_slice(&(len as u32).to_le_bytes());
+            let _ = decode_frame::<Reply>(&bytes);
+            let _ = decode_frame::<Request>(&bytes);
+        }
+    }
+
+    #[test]
+    fn error_kind_names_are_stable_and_distinct() {
+        let names: std::collections::HashSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+        assert_eq!(ErrorKind::GuestPanic.to_string(), "guest_panic");
+        assert_eq!(ErrorKind::ShutDown.as_str(), "shut_down");
+    }
+}

@@ -1,0 +1,64 @@
+//! The asyncer worker: runs one task of a precompiled wasm module inside a
+//! WASI preview 1 sandbox and reports a typed outcome.
+//!
+//! The executor starts the `asyncer-worker` program once per task, writes one
+//! [`Request`](asyncer_protocol::Request) frame to its stdin and reads one
+//! [`Reply`](asyncer_protocol::Reply) frame from its stdout
+//! ([`serve_stdio`]). The same engine settings ([`engine_config`]) are used by
+//! the host to precompile modules and by the worker to load them, so the
+//! artifacts always match.
+//!
+//! The sandbox is default-deny: no preopened directories, no environment, no
+//! arguments, closed stdin; stdout and stderr are captured up to a limit.
+#![warn(missing_docs)]
+
+mod classify;
+mod hygiene;
+mod run;
+
+use asyncer_protocol::EngineFlavor;
+use wasmtime::{Config, Engine, WasmBacktraceDetails};
+
+pub use classify::{classify_error, panic_message};
+pub use run::{run_loaded, serve_stdio, LoadedTask, StoreState};
+
+/// The wasmtime version the worker is built with (part of artifact names).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// The largest wasm stack a guest may use.
+pub const MAX_WASM_STACK: usize = 1 << 20;
+
+/// The wasmtime configuration shared by the host (which compiles) and the
+/// worker (which only loads): every setting that changes compiled code is
+/// fixed here, explicitly, so that the two always agree.
+pub fn engine_config(flavor: EngineFlavor) -> Config {
+    let mut config = Config::new();
+    config
+        .consume_fuel(flavor.fuel)
+        .epoch_interruption(flavor.epoch)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
+        .wasm_backtrace_details(WasmBacktraceDetails::Disable)
+        .debug_info(false)
+        .wasm_component_model(false)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(MAX_WASM_STACK + (1 << 20));
+    config
+}
+
+/// Creates an engine with [`engine_config`].
+///
+/// # Errors
+/// Fails when wasmtime rejects the configuration on this machine.
+pub fn new_engine(flavor: EngineFlavor) -> wasmtime::Result<Engine> {
+    Engine::new(&engine_config(flavor))
+}
+
+/// A linker with WASI preview 1 (async), the only imports a guest may use.
+///
+/// # Errors
+/// Fails only if wasmtime cannot define the WASI functions.
+pub fn new_linker(engine: &Engine) -> wasmtime::Result<wasmtime::Linker<StoreState>> {
+    let mut linker = wasmtime::Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut StoreState| &mut state.wasi)?;
+    Ok(linker)
+}

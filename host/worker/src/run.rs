@@ -1,0 +1,348 @@
+//! Running one task: instantiate, call the `task:NAME` export, read the
+//! result envelope, and account for what the guest used.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use asyncer_protocol::{
+    read_frame, write_frame, EngineFlavor, ErrorKind, Failure, Limits, Reply, Request, Usage,
+    ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT, ABI_MEMORY_EXPORT, ABI_TASK_PREFIX, ENVELOPE_ERR,
+    ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
+};
+use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::classify::{classify_error, MemoryLimitExceeded};
+
+/// The largest request frame a worker accepts (the input plus a little).
+const MAX_REQUEST_BYTES: u64 = 1 << 30;
+
+/// Per-store state: the guest's WASI context and the resource limiter.
+pub struct StoreState {
+    /// The sandboxed WASI preview 1 context.
+    pub wasi: WasiP1Ctx,
+    limiter: Limiter,
+}
+
+/// Caps linear memory and records the largest size reached.
+struct Limiter {
+    max_memory_bytes: Option<u64>,
+    peak_memory_bytes: u64,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if let Some(limit) = self.max_memory_bytes {
+            if desired as u64 > limit {
+                return Err(wasmtime::Error::new(MemoryLimitExceeded { desired, limit }));
+            }
+        }
+        self.peak_memory_bytes = self.peak_memory_bytes.max(desired as u64);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// One task against an already loaded module.
+pub struct LoadedTask<'a> {
+    /// The engine the module was loaded into.
+    pub engine: &'a Engine,
+    /// A linker from [`crate::new_linker`].
+    pub linker: &'a Linker<StoreState>,
+    /// The module.
+    pub module: &'a Module,
+    /// The flavor the engine was built with.
+    pub flavor: EngineFlavor,
+    /// Task name, without the `task:` prefix.
+    pub task: &'a str,
+    /// Postcard-encoded input.
+    pub input: &'a [u8],
+    /// Limits to enforce.
+    pub limits: &'a Limits,
+}
+
+/// Increments the engine's epoch once `timeout` passes, unless dropped first.
+struct EpochDeadline {
+    _cancel: mpsc::Sender<()>,
+}
+
+impl EpochDeadline {
+    fn arm(engine: &Engine, timeout: Duration) -> Self {
+        let (cancel, cancelled) = mpsc::channel::<()>();
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(timeout) {
+                engine.increment_epoch();
+            }
+        });
+        EpochDeadline { _cancel: cancel }
+    }
+}
+
+/// Runs one task of an already loaded module in a fresh store and instance.
+///
+/// Never panics on guest misbehaviour: every failure is a [`Failure`] in the
+/// reply.
+pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
+    let started = Instant::now();
+    let limits = task.limits;
+    let log_cap = usize::try_from(limits.max_log_bytes).unwrap_or(usize::MAX);
+    let stdout = MemoryOutputPipe::new(log_cap);
+    let stderr = MemoryOutputPipe::new(log_cap);
+    let wasi = WasiCtxBuilder::new()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .build_p1();
+    let mut store = Store::new(
+        task.engine,
+        StoreState {
+            wasi,
+            limiter: Limiter {
+                max_memory_bytes: limits.max_memory_bytes,
+                peak_memory_bytes: 0,
+            },
+        },
+    );
+    store.limiter(|state| &mut state.limiter);
+    let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
+    if task.flavor.fuel {
+        // Cannot fail: fuel is enabled in this engine.
+        let _ = store.set_fuel(fuel_budget);
+    }
+    let _deadline = match (task.flavor.epoch, limits.timeout) {
+        (true, Some(timeout)) => {
+            store.set_epoch_deadline(1);
+            Some(EpochDeadline::arm(task.engine, timeout))
+        }
+        (true, None) => {
+            store.set_epoch_deadline(u64::MAX);
+            None
+        }
+        (false, _) => None,
+    };
+
+    let call = call_task(&mut store, &task);
+    let outcome = match limits.timeout {
+        // Covers host calls (a long WASI sleep) that the epoch cannot interrupt.
+        Some(timeout) => match tokio::time::timeout(timeout, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(CallError::Failure(Failure::new(
+                ErrorKind::Timeout,
+                format!("task did not finish within {timeout:?}"),
+            ))),
+        },
+        None => call.await,
+    };
+    let stderr = stderr.contents().to_vec();
+    let outcome = outcome.map_err(|error| match error {
+        CallError::Wasm(error) => classify_error(&error, &stderr),
+        CallError::Failure(failure) => failure,
+    });
+    let fuel_consumed = task
+        .flavor
+        .fuel
+        .then(|| fuel_budget.saturating_sub(store.get_fuel().unwrap_or(0)));
+    Reply {
+        outcome,
+        usage: Usage {
+            fuel_consumed,
+            peak_memory_bytes: store.data().limiter.peak_memory_bytes,
+            run_time: started.elapsed(),
+        },
+        stdout: stdout.contents().to_vec(),
+        stderr,
+    }
+}
+
+enum CallError {
+    Wasm(wasmtime::Error),
+    Failure(Failure),
+}
+
+impl From<wasmtime::Error> for CallError {
+    fn from(error: wasmtime::Error) -> Self {
+        CallError::Wasm(error)
+    }
+}
+
+fn abi_violation(message: impl Into<String>) -> CallError {
+    CallError::Failure(Failure::new(ErrorKind::InvalidModule, message))
+}
+
+fn decode_failure(message: impl Into<String>) -> CallError {
+    CallError::Failure(Failure::new(ErrorKind::Decode, message))
+}
+
+async fn call_task(
+    store: &mut Store<StoreState>,
+    task: &LoadedTask<'_>,
+) -> Result<Vec<u8>, CallError> {
+    let instance = task.linker.instantiate_async(&mut *store, task.module).await?;
+    if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, ABI_INITIALIZE_EXPORT) {
+        init.call_async(&mut *store, ()).await?;
+    }
+    let memory = instance
+        .get_memory(&mut *store, ABI_MEMORY_EXPORT)
+        .ok_or_else(|| abi_violation("module exports no `memory`"))?;
+    let alloc = instance
+        .get_typed_func::<i32, i32>(&mut *store, ABI_ALLOC_EXPORT)
+        .map_err(|e| abi_violation(format!("`{ABI_ALLOC_EXPORT}`: {e}")))?;
+    let export = format!("{ABI_TASK_PREFIX}{}", task.task);
+    let func = match instance.get_func(&mut *store, &export) {
+        Some(func) => func
+            .typed::<(i32, i32), i64>(&*store)
+            .map_err(|e| abi_violation(format!("`{export}` has the wrong signature: {e}")))?,
+        None => {
+            return Err(CallError::Failure(Failure::new(
+                ErrorKind::NoSuchTask,
+                format!("module has no task `{}`", task.task),
+            )))
+        }
+    };
+
+    let input_len = i32::try_from(task.input.len())
+        .map_err(|_| decode_failure("input is larger than 2 GiB"))?;
+    let input_ptr = alloc.call_async(&mut *store, input_len).await?;
+    memory
+        .write(&mut *store, input_ptr as u32 as usize, task.input)
+        .map_err(|_| {
+            decode_failure(format!(
+                "asyncer_alloc returned {input_ptr:#x}, outside the guest's memory for {input_len} bytes"
+            ))
+        })?;
+
+    let packed = func.call_async(&mut *store, (input_ptr, input_len)).await? as u64;
+    let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as u64);
+    if out_len > task.limits.max_output_bytes {
+        return Err(CallError::Failure(Failure::new(
+            ErrorKind::OutputTooLarge,
+            format!(
+                "output of {out_len} bytes exceeds the limit of {} bytes",
+                task.limits.max_output_bytes
+            ),
+        )));
+    }
+    let data = memory.data(&*store);
+    let envelope = out_ptr
+        .checked_add(out_len as usize)
+        .and_then(|end| data.get(out_ptr..end))
+        .ok_or_else(|| {
+            decode_failure(format!(
+                "result at {out_ptr:#x}+{out_len} lies outside the guest's memory of {} bytes",
+                data.len()
+            ))
+        })?;
+    open_envelope(envelope)
+}
+
+/// Reads a guest ABI v1 result envelope.
+fn open_envelope(envelope: &[u8]) -> Result<Vec<u8>, CallError> {
+    let message = |body: &[u8]| {
+        postcard::from_bytes::<String>(body)
+            .map_err(|e| decode_failure(format!("guest error message does not decode: {e}")))
+    };
+    match envelope.split_first() {
+        Some((&ENVELOPE_OK, output)) => Ok(output.to_vec()),
+        Some((&ENVELOPE_ERR, body)) => Err(CallError::Failure(Failure::new(
+            ErrorKind::GuestError,
+            message(body)?,
+        ))),
+        Some((&ENVELOPE_INPUT_DECODE_ERR, body)) => Err(decode_failure(message(body)?)),
+        Some((tag, _)) => Err(decode_failure(format!(
+            "result envelope starts with {tag:#04x}, expected 0x00 or 0x01"
+        ))),
+        None => Err(decode_failure("result envelope is empty")),
+    }
+}
+
+/// Loads the request's precompiled artifact and runs its task.
+async fn run_request(request: &Request) -> Reply {
+    let failed = |failure: Failure| Reply {
+        outcome: Err(failure),
+        usage: Usage::default(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let setup = || -> wasmtime::Result<(Engine, Module, Linker<StoreState>)> {
+        let engine = crate::new_engine(request.flavor)?;
+        // SAFETY: the artifact was written by the host's cache with
+        // `Module::serialize` for this very engine configuration, under a
+        // content-addressed name that is never rewritten while in use.
+        #[allow(unsafe_code)]
+        let module = unsafe { Module::deserialize_file(&engine, &request.artifact)? };
+        let linker = crate::new_linker(&engine)?;
+        Ok((engine, module, linker))
+    };
+    let (engine, module, linker) = match setup() {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            return failed(Failure::new(
+                ErrorKind::InvalidModule,
+                format!("cannot load artifact {}: {e:#}", request.artifact),
+            ))
+        }
+    };
+    run_loaded(LoadedTask {
+        engine: &engine,
+        linker: &linker,
+        module: &module,
+        flavor: request.flavor,
+        task: &request.task,
+        input: &request.input,
+        limits: &request.limits,
+    })
+    .await
+}
+
+/// The worker program: reads one request from stdin, runs it, writes one
+/// reply to stdout. Exit code 0 when a reply was written (whatever the task's
+/// outcome), 3 when the request could not be read, 4 when the reply could not
+/// be written.
+pub fn serve_stdio() -> ExitCode {
+    crate::hygiene::die_with_parent();
+    let request: Request = match read_frame(&mut std::io::stdin().lock(), MAX_REQUEST_BYTES) {
+        Ok(request) => request,
+        Err(e) => {
+            eprintln!("asyncer-worker: cannot read request: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    // Nothing else is read from stdin.
+    let _ = std::io::stdin().lock().read(&mut [0u8; 0]);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("asyncer-worker: cannot start runtime: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    let reply = runtime.block_on(run_request(&request));
+    let mut stdout = std::io::stdout().lock();
+    match write_frame(&mut stdout, &reply).and_then(|()| Ok(stdout.flush()?)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("asyncer-worker: cannot write reply: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
