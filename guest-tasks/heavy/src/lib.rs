@@ -58,7 +58,11 @@ mod tests {
     fn matches_the_closed_formula() {
         for n in [0u64, 1, 2, 3, 10, 1000, 123_457] {
             let n128 = u128::from(n);
-            let expected = if n == 0 { 0 } else { (n128 - 1) * n128 * (2 * n128 - 1) / 6 };
+            let expected = if n == 0 {
+                0
+            } else {
+                (n128 - 1) * n128 * (2 * n128 - 1) / 6
+            };
             assert_eq!(sum_of_squares(n), expected, "n = {n}");
         }
     }

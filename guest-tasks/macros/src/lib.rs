@@ -51,13 +51,22 @@ fn parse(attr: TokenStream2, func: ItemFn) -> syn::Result<Task> {
     }
     let sig = &func.sig;
     if let Some(token) = &sig.constness {
-        return Err(syn::Error::new_spanned(token, "#[task] functions cannot be `const`"));
+        return Err(syn::Error::new_spanned(
+            token,
+            "#[task] functions cannot be `const`",
+        ));
     }
     if let Some(token) = &sig.unsafety {
-        return Err(syn::Error::new_spanned(token, "#[task] functions cannot be `unsafe`"));
+        return Err(syn::Error::new_spanned(
+            token,
+            "#[task] functions cannot be `unsafe`",
+        ));
     }
     if let Some(abi) = &sig.abi {
-        return Err(syn::Error::new_spanned(abi, "#[task] functions cannot declare an ABI"));
+        return Err(syn::Error::new_spanned(
+            abi,
+            "#[task] functions cannot declare an ABI",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         return Err(syn::Error::new_spanned(
@@ -66,7 +75,10 @@ fn parse(attr: TokenStream2, func: ItemFn) -> syn::Result<Task> {
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new_spanned(variadic, "#[task] functions cannot be variadic"));
+        return Err(syn::Error::new_spanned(
+            variadic,
+            "#[task] functions cannot be variadic",
+        ));
     }
     let mut inputs = sig.inputs.iter();
     let input = match inputs.next() {

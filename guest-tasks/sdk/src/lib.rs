@@ -302,7 +302,10 @@ mod tests {
         });
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(30));
-        assert!(took < Duration::from_millis(55), "sleeps ran in sequence: {took:?}");
+        assert!(
+            took < Duration::from_millis(55),
+            "sleeps ran in sequence: {took:?}"
+        );
     }
 
     #[test]
@@ -313,9 +316,10 @@ mod tests {
 
     #[test]
     fn envelopes_follow_abi_v1() {
-        let ok = __private::envelope(&postcard::to_allocvec(&20u64).unwrap(), |n: u64| async move {
-            Ok::<_, String>(n + 1)
-        });
+        let ok = __private::envelope(
+            &postcard::to_allocvec(&20u64).unwrap(),
+            |n: u64| async move { Ok::<_, String>(n + 1) },
+        );
         assert_eq!(ok, vec![0x00, 21]);
 
         let err = __private::envelope(&[5], |_: u64| async { Err::<u64, _>("bad".to_string()) });

@@ -212,7 +212,12 @@ impl Executor {
     /// [`Error::Decode`] when the input does not encode,
     /// [`Error::OutputTooLarge`] when it is larger than the input limit,
     /// [`Error::ShutDown`] when the executor's runner is gone.
-    pub fn submit<I, O>(&self, module: &Module, task: &str, input: &I) -> Result<TaskHandle<O>, Error>
+    pub fn submit<I, O>(
+        &self,
+        module: &Module,
+        task: &str,
+        input: &I,
+    ) -> Result<TaskHandle<O>, Error>
     where
         I: Serialize + ?Sized,
         O: DeserializeOwned,
@@ -280,7 +285,9 @@ impl Executor {
                 ),
             });
         }
-        let uid = options.uid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let uid = options
+            .uid
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let (reply, rx) = oneshot::channel();
         let job = Job {
             uid: uid.clone(),
@@ -343,7 +350,13 @@ async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent) {
                 input: job.input.clone(),
                 limits: job.limits.to_wire(),
             };
-            run_in_worker(&shared.worker, &shared.work_dir, &request, job.limits.get_timeout()).await
+            run_in_worker(
+                &shared.worker,
+                &shared.work_dir,
+                &request,
+                job.limits.get_timeout(),
+            )
+            .await
         }
         Err(error) => WorkerRun {
             pid: None,

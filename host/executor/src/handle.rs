@@ -28,7 +28,9 @@ pub struct TaskHandle<T> {
 
 impl<T> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskHandle").field("uid", &self.uid).finish_non_exhaustive()
+        f.debug_struct("TaskHandle")
+            .field("uid", &self.uid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,7 +68,10 @@ impl<T> Future for TaskHandle<T> {
 
 pub(crate) fn decode_postcard<T: serde::de::DeserializeOwned>(bytes: Vec<u8>) -> Result<T, Error> {
     postcard::from_bytes(&bytes).map_err(|e| Error::Decode {
-        message: format!("output does not decode as {}: {e}", std::any::type_name::<T>()),
+        message: format!(
+            "output does not decode as {}: {e}",
+            std::any::type_name::<T>()
+        ),
     })
 }
 

@@ -59,7 +59,10 @@ impl Module {
 
     /// Whether it exports task `name`.
     pub fn has_task(&self, name: &str) -> bool {
-        self.inner.tasks.binary_search_by(|t| t.as_str().cmp(name)).is_ok()
+        self.inner
+            .tasks
+            .binary_search_by(|t| t.as_str().cmp(name))
+            .is_ok()
     }
 
     pub(crate) fn check_task(&self, name: &str) -> Result<(), Error> {
@@ -108,9 +111,10 @@ impl Compiler {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let name = path
-            .file_name()
-            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         self.load_bytes(name, bytes.into(), flavor)
     }
 
@@ -128,9 +132,10 @@ impl Compiler {
             return Ok(module);
         }
         let engine = self.engine(flavor)?;
-        let compiled = wasmtime::Module::new(&engine, &bytes).map_err(|e| Error::InvalidModule {
-            message: format!("{name}: {e:#}"),
-        })?;
+        let compiled =
+            wasmtime::Module::new(&engine, &bytes).map_err(|e| Error::InvalidModule {
+                message: format!("{name}: {e:#}"),
+            })?;
         let tasks = check_abi(&engine, &compiled).map_err(|message| Error::InvalidModule {
             message: format!("{name}: {message}"),
         })?;
@@ -160,16 +165,25 @@ impl Compiler {
 
     /// The artifact of `module` for `flavor`, compiling it on first use
     /// (blocking).
-    pub(crate) fn artifact(&self, module: &Module, flavor: EngineFlavor) -> Result<Arc<PathBuf>, Error> {
-        let mut artifacts = module.inner.artifacts.lock().expect("artifact map poisoned");
+    pub(crate) fn artifact(
+        &self,
+        module: &Module,
+        flavor: EngineFlavor,
+    ) -> Result<Arc<PathBuf>, Error> {
+        let mut artifacts = module
+            .inner
+            .artifacts
+            .lock()
+            .expect("artifact map poisoned");
         if let Some(path) = artifacts.get(&flavor) {
             return Ok(path.clone());
         }
         let engine = self.engine(flavor)?;
-        let compiled =
-            wasmtime::Module::new(&engine, &module.inner.bytes).map_err(|e| Error::InvalidModule {
+        let compiled = wasmtime::Module::new(&engine, &module.inner.bytes).map_err(|e| {
+            Error::InvalidModule {
                 message: format!("{}: {e:#}", module.inner.name),
-            })?;
+            }
+        })?;
         let path = Arc::new(self.store_artifact(module, flavor, &compiled)?);
         artifacts.insert(flavor, path.clone());
         Ok(path)
@@ -195,10 +209,14 @@ impl Compiler {
             return Ok(path);
         }
         let cache_error = |e: &dyn fmt::Display| Error::InvalidModule {
-            message: format!("cannot write the artifact cache at {}: {e}", self.cache_dir.display()),
+            message: format!(
+                "cannot write the artifact cache at {}: {e}",
+                self.cache_dir.display()
+            ),
         };
         let bytes = compiled.serialize().map_err(|e| cache_error(&e))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.cache_dir).map_err(|e| cache_error(&e))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.cache_dir).map_err(|e| cache_error(&e))?;
         std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| cache_error(&e))?;
         tmp.persist(&path).map_err(|e| cache_error(&e))?;
         Ok(path)
@@ -232,7 +250,9 @@ fn check_abi(engine: &Engine, module: &wasmtime::Module) -> Result<Vec<String>, 
             (ABI_MEMORY_EXPORT, ExternType::Memory(_)) => has_memory = true,
             (ABI_ALLOC_EXPORT, ExternType::Func(ty)) => {
                 if !signature_is(&ty, &[ValType::I32], &[ValType::I32]) {
-                    return Err(format!("`{ABI_ALLOC_EXPORT}` must have type (i32) -> i32, not {ty}"));
+                    return Err(format!(
+                        "`{ABI_ALLOC_EXPORT}` must have type (i32) -> i32, not {ty}"
+                    ));
                 }
                 has_alloc = true;
             }
@@ -241,7 +261,9 @@ fn check_abi(engine: &Engine, module: &wasmtime::Module) -> Result<Vec<String>, 
                     return Err(format!("export `{name}` must be a function"));
                 };
                 if !signature_is(&ty, &[ValType::I32, ValType::I32], &[ValType::I64]) {
-                    return Err(format!("task export `{name}` must have type (i32, i32) -> i64, not {ty}"));
+                    return Err(format!(
+                        "task export `{name}` must have type (i32, i32) -> i64, not {ty}"
+                    ));
                 }
                 tasks.push(name[ABI_TASK_PREFIX.len()..].to_owned());
             }
@@ -249,13 +271,19 @@ fn check_abi(engine: &Engine, module: &wasmtime::Module) -> Result<Vec<String>, 
         }
     }
     if !has_memory {
-        return Err(format!("the module exports no memory named `{ABI_MEMORY_EXPORT}`"));
+        return Err(format!(
+            "the module exports no memory named `{ABI_MEMORY_EXPORT}`"
+        ));
     }
     if !has_alloc {
-        return Err(format!("the module exports no `{ABI_ALLOC_EXPORT}` function"));
+        return Err(format!(
+            "the module exports no `{ABI_ALLOC_EXPORT}` function"
+        ));
     }
     if tasks.is_empty() {
-        return Err(format!("the module exports no task (`{ABI_TASK_PREFIX}NAME` functions)"));
+        return Err(format!(
+            "the module exports no task (`{ABI_TASK_PREFIX}NAME` functions)"
+        ));
     }
     tasks.sort();
     Ok(tasks)

@@ -372,7 +372,10 @@ mod tests {
     fn wrong_magic_version_and_length_are_refused() {
         let mut wire = encode_frame(&sample_reply()).unwrap();
         wire[0] = b'X';
-        assert!(matches!(decode_frame::<Reply>(&wire), Err(FrameError::BadMagic)));
+        assert!(matches!(
+            decode_frame::<Reply>(&wire),
+            Err(FrameError::BadMagic)
+        ));
 
         let mut wire = encode_frame(&sample_reply()).unwrap();
         wire[4] = 9;

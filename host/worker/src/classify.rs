@@ -41,7 +41,10 @@ pub fn classify_error(error: &wasmtime::Error, stderr: &[u8]) -> Failure {
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Failure::new(
             ErrorKind::Trap,
-            format!("guest called proc_exit({}) before returning a result", exit.0),
+            format!(
+                "guest called proc_exit({}) before returning a result",
+                exit.0
+            ),
         );
     }
     if let Some(trap) = error.downcast_ref::<Trap>() {

@@ -194,7 +194,10 @@ async fn call_task(
     store: &mut Store<StoreState>,
     task: &LoadedTask<'_>,
 ) -> Result<Vec<u8>, CallError> {
-    let instance = task.linker.instantiate_async(&mut *store, task.module).await?;
+    let instance = task
+        .linker
+        .instantiate_async(&mut *store, task.module)
+        .await?;
     if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, ABI_INITIALIZE_EXPORT) {
         init.call_async(&mut *store, ()).await?;
     }

@@ -1,0 +1,75 @@
+//! Builds the guest task crates for wasm32-wasip1 with a nested cargo
+//! invocation (its own target directory under OUT_DIR) and exposes the
+//! `.wasm` paths as constants. Nothing built is ever committed.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Guest packages to build, and the constant naming each one's `.wasm`.
+const GUESTS: &[(&str, &str)] = &[("heavy", "HEAVY"), ("faults", "FAULTS")];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("tests/ lives in the workspace");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    let target_dir = out_dir.join("guests");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("guest-tasks").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
+
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--release", "--target", "wasm32-wasip1"])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (package, _) in GUESTS {
+        cmd.args(["-p", package]);
+    }
+    // The outer build's settings are for the host, not for the guests.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    let status = cmd.status().expect("cannot run cargo to build the guests");
+    assert!(
+        status.success(),
+        "building the guest tasks failed ({status}); is the target installed? \
+         run `rustup target add wasm32-wasip1` (make test does)"
+    );
+
+    let mut consts = String::new();
+    for (package, name) in GUESTS {
+        let wasm = target_dir
+            .join("wasm32-wasip1/release")
+            .join(format!("{}.wasm", package.replace('-', "_")));
+        assert!(
+            wasm.is_file(),
+            "guest {package} was not built at {}",
+            wasm.display()
+        );
+        consts.push_str(&format!(
+            "/// Path of the `{package}` guest module.\npub const {name}: &str = {:?};\n",
+            wasm.display().to_string()
+        ));
+    }
+    std::fs::write(out_dir.join("guests.rs"), consts).expect("cannot write guests.rs");
+}
