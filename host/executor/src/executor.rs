@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use asyncer_protocol::Request;
+use asyncer_protocol::{EngineFlavor, Request};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::event::{EventStream, Subscribers, TaskEvent};
 use crate::handle::{decode_postcard, raw, RawResult, TaskHandle};
-use crate::module::{Compiler, Module};
+use crate::module::{Artifact, Compiler, Module};
 use crate::process::{locate_worker, run_in_worker, WorkerRun};
 use crate::{Error, Limits};
 
@@ -261,6 +261,53 @@ impl Executor {
         self.enqueue(module, task, input, options, raw)
     }
 
+    /// Runs a task inside this process, on the calling thread, with the
+    /// executor's limits: no worker process, no parallelism, no event. The
+    /// guest's CPU work blocks the event loop while it runs (its sleeps do
+    /// not). Meant for comparisons (the seed example's `[No MP]` half),
+    /// debugging and tests; use [`Executor::submit`] for real work.
+    ///
+    /// # Errors
+    /// As [`Executor::submit`] and the task itself; a host-side kill cannot
+    /// happen here, so only in-guest limits apply.
+    pub async fn run_in_process<I, O>(
+        &self,
+        module: &Module,
+        task: &str,
+        input: &I,
+    ) -> Result<O, Error>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        module.check_task(task)?;
+        let input = postcard::to_allocvec(input).map_err(|e| Error::Decode {
+            message: format!("input does not encode: {e}"),
+        })?;
+        let limits = &self.shared.limits;
+        let flavor = limits.flavor();
+        let artifact = artifact(&self.shared, module, flavor).await?;
+        let linker =
+            asyncer_worker::new_linker(&artifact.engine).map_err(|e| Error::SpawnFailed {
+                message: format!("cannot link WASI: {e:#}"),
+            })?;
+        let wire_limits = limits.to_wire();
+        let reply = asyncer_worker::run_loaded(asyncer_worker::LoadedTask {
+            engine: &artifact.engine,
+            linker: &linker,
+            module: &artifact.compiled,
+            flavor,
+            task,
+            input: &input,
+            limits: &wire_limits,
+        })
+        .await;
+        let output = reply
+            .outcome
+            .map_err(|failure| Error::from_failure(failure, limits.get_timeout()))?;
+        decode_postcard(output)
+    }
+
     /// Subscribes to completion events of tasks finishing from now on.
     pub fn events(&self) -> EventStream {
         self.shared.subscribers.subscribe()
@@ -304,6 +351,19 @@ impl Executor {
     }
 }
 
+/// The module's artifact for `flavor`, compiled off the event loop if new.
+async fn artifact(
+    shared: &Arc<Shared>,
+    module: &Module,
+    flavor: EngineFlavor,
+) -> Result<Artifact, Error> {
+    if let Some(artifact) = shared.compiler.cached_artifact(module, flavor) {
+        return Ok(artifact);
+    }
+    let (shared, module) = (shared.clone(), module.clone());
+    blocking(move || shared.compiler.artifact(&module, flavor)).await
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
@@ -336,15 +396,12 @@ async fn runner(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
 
 async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent) {
     let flavor = job.limits.flavor();
-    let artifact = {
-        let (shared, module) = (shared.clone(), job.module.clone());
-        blocking(move || shared.compiler.artifact(&module, flavor)).await
-    };
+    let artifact = artifact(shared, &job.module, flavor).await;
     let run = match artifact {
         Ok(artifact) => {
             let request = Request {
                 uid: job.uid.clone(),
-                artifact: artifact.display().to_string(),
+                artifact: artifact.path.display().to_string(),
                 flavor,
                 task: job.task.clone(),
                 input: job.input.clone(),

@@ -27,8 +27,8 @@ struct ModuleInner {
     hash: String,
     bytes: Arc<[u8]>,
     tasks: Vec<String>,
-    /// Precompiled artifact per engine flavor, made on first use.
-    artifacts: Mutex<HashMap<EngineFlavor, Arc<PathBuf>>>,
+    /// Compiled code per engine flavor, made on first use.
+    artifacts: Mutex<HashMap<EngineFlavor, Artifact>>,
 }
 
 impl fmt::Debug for Module {
@@ -75,6 +75,17 @@ impl Module {
             })
         }
     }
+}
+
+/// A module compiled for one engine flavor.
+#[derive(Clone)]
+pub(crate) struct Artifact {
+    /// The precompiled file the workers memory-map.
+    pub(crate) path: Arc<PathBuf>,
+    /// The same code, loaded in this process.
+    pub(crate) compiled: wasmtime::Module,
+    /// The engine it belongs to.
+    pub(crate) engine: Engine,
 }
 
 /// Compiles modules and keeps their artifacts, shared by an executor.
@@ -154,7 +165,14 @@ impl Compiler {
             .artifacts
             .lock()
             .expect("artifact map poisoned")
-            .insert(flavor, Arc::new(path));
+            .insert(
+                flavor,
+                Artifact {
+                    path: Arc::new(path),
+                    compiled,
+                    engine,
+                },
+            );
         self.modules
             .lock()
             .expect("module map poisoned")
@@ -169,14 +187,14 @@ impl Compiler {
         &self,
         module: &Module,
         flavor: EngineFlavor,
-    ) -> Result<Arc<PathBuf>, Error> {
+    ) -> Result<Artifact, Error> {
         let mut artifacts = module
             .inner
             .artifacts
             .lock()
             .expect("artifact map poisoned");
-        if let Some(path) = artifacts.get(&flavor) {
-            return Ok(path.clone());
+        if let Some(artifact) = artifacts.get(&flavor) {
+            return Ok(artifact.clone());
         }
         let engine = self.engine(flavor)?;
         let compiled = wasmtime::Module::new(&engine, &module.inner.bytes).map_err(|e| {
@@ -184,9 +202,27 @@ impl Compiler {
                 message: format!("{}: {e:#}", module.inner.name),
             }
         })?;
-        let path = Arc::new(self.store_artifact(module, flavor, &compiled)?);
-        artifacts.insert(flavor, path.clone());
-        Ok(path)
+        let artifact = Artifact {
+            path: Arc::new(self.store_artifact(module, flavor, &compiled)?),
+            compiled,
+            engine,
+        };
+        artifacts.insert(flavor, artifact.clone());
+        Ok(artifact)
+    }
+
+    /// The artifact of `module` for `flavor` if it is already compiled.
+    pub(crate) fn cached_artifact(
+        &self,
+        module: &Module,
+        flavor: EngineFlavor,
+    ) -> Option<Artifact> {
+        let artifacts = module
+            .inner
+            .artifacts
+            .lock()
+            .expect("artifact map poisoned");
+        artifacts.get(&flavor).cloned()
     }
 
     /// Writes the artifact under a content-addressed name, atomically, unless

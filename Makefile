@@ -1,0 +1,25 @@
+# The two commands a newcomer needs: `make run` (the seed example) and
+# `make test` (everything CI checks). Both install what they need first.
+
+CARGO ?= cargo
+
+.PHONY: run test setup lint
+
+setup:
+	rustup target add wasm32-wasip1
+
+# The seed demonstration: 8 heavy tasks through 4 worker processes, then the
+# same 8 in-process on the event loop. Pass arguments with ARGS="--n 10000000".
+run: setup
+	$(CARGO) build --release -p asyncer-worker -p asyncer-examples
+	./target/release/seed $(ARGS)
+
+# Unit, integration (real worker processes) and doc tests; guests are built
+# by tests/build.rs.
+test: setup
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --workspace
