@@ -80,3 +80,40 @@ pub fn chatter(text: String) -> u64 {
     eprintln!("err: {text}");
     text.len() as u64
 }
+
+/// Reads a file through WASI.
+#[task]
+pub fn read_file(path: String) -> Result<String, String> {
+    std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// Writes a file through WASI.
+#[task]
+pub fn write_file(file: (String, String)) -> Result<(), String> {
+    let (path, contents) = file;
+    std::fs::write(&path, contents).map_err(|e| format!("{path}: {e}"))
+}
+
+/// Lists the guest's environment variables and arguments.
+#[task]
+pub fn environment() -> (Vec<(String, String)>, Vec<String>) {
+    (std::env::vars().collect(), std::env::args().collect())
+}
+
+/// Writes `mib` MiB to stdout, then returns.
+#[task]
+pub fn flood(mib: u64) -> u64 {
+    use std::io::Write;
+    let chunk = vec![b'y'; 1 << 20];
+    let mut out = std::io::stdout().lock();
+    for _ in 0..mib {
+        out.write_all(&chunk).expect("stdout accepts everything");
+    }
+    mib
+}
+
+/// Exits the guest with `code` through WASI `proc_exit`.
+#[task]
+pub fn exit(code: i32) {
+    std::process::exit(code);
+}

@@ -153,8 +153,14 @@ impl Error {
         )
     }
 
-    /// Rebuilds the error a worker reported.
-    pub(crate) fn from_failure(failure: Failure, timeout: Option<Duration>) -> Self {
+    /// Rebuilds the error a worker reported; `pid` and `stderr` fill in a
+    /// crash report.
+    pub(crate) fn from_failure(
+        failure: Failure,
+        timeout: Option<Duration>,
+        pid: u32,
+        stderr: &[u8],
+    ) -> Self {
         let Failure {
             kind,
             message,
@@ -179,8 +185,13 @@ impl Error {
             ErrorKind::Cancelled => Error::Cancelled,
             ErrorKind::ShutDown => Error::ShutDown,
             ErrorKind::SpawnFailed => Error::SpawnFailed { message },
-            // A worker never reports its own crash, and `Trap` is the honest
-            // reading of any kind this host does not know.
+            ErrorKind::WorkerCrashed => Error::WorkerCrashed {
+                pid,
+                status: message,
+                stderr_tail: String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(4096)..])
+                    .into_owned(),
+            },
+            // `Trap` is the honest reading of any kind this host does not know.
             _ => Error::Trap {
                 code: trap_code,
                 message,

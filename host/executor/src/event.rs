@@ -1,6 +1,6 @@
 //! Completion events.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
@@ -30,6 +30,8 @@ pub struct TaskEvent {
     pub started_at: Option<SystemTime>,
     /// When its worker was reaped and the outcome known.
     pub finished_at: SystemTime,
+    /// From the worker's start to its reaping (zero if it never ran).
+    pub wall_time: Duration,
     /// Fuel consumed, when metered.
     pub fuel_consumed: Option<u64>,
     /// Largest linear memory size reached, in bytes.
@@ -42,6 +44,10 @@ pub struct TaskEvent {
     pub stdout: Vec<u8>,
     /// What the guest wrote to stderr (up to the log limit).
     pub stderr: Vec<u8>,
+    /// Bytes of stdout dropped past the log limit.
+    pub stdout_dropped: u64,
+    /// Bytes of stderr dropped past the log limit.
+    pub stderr_dropped: u64,
 }
 
 impl TaskEvent {

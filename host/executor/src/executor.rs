@@ -1,19 +1,21 @@
 //! The executor: a queue, a runner, and a semaphore bounding live workers.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use asyncer_protocol::{EngineFlavor, Request};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::event::{EventStream, Subscribers, TaskEvent};
+use crate::event::{EventStream, TaskEvent};
 use crate::handle::{decode_postcard, raw, RawResult, TaskHandle};
+use crate::job::{Hub, JobControl};
 use crate::module::{Artifact, Compiler, Module};
 use crate::process::{locate_worker, run_in_worker, WorkerRun};
-use crate::{Error, Limits};
+use crate::{Capabilities, Error, Limits};
 
 /// Runs guest tasks in worker processes, at most `max_processes` at a time.
 ///
@@ -38,8 +40,11 @@ struct Shared {
     max_processes: usize,
     worker: PathBuf,
     limits: Limits,
+    capabilities: Capabilities,
     compiler: Compiler,
-    subscribers: Subscribers,
+    hub: Arc<Hub>,
+    /// Set by shutdown and abort: no more submissions.
+    closed: AtomicBool,
     work_dir: PathBuf,
     /// Owns the temporary cache and work directories, when not caller-given.
     _temp: Option<tempfile::TempDir>,
@@ -47,13 +52,11 @@ struct Shared {
 
 /// One queued task.
 struct Job {
-    uid: String,
+    control: Arc<JobControl>,
     module: Module,
-    task: String,
     input: Vec<u8>,
     limits: Limits,
-    queued_at: SystemTime,
-    reply: oneshot::Sender<RawResult>,
+    capabilities: Capabilities,
 }
 
 /// Configures an [`Executor`]; made by [`Executor::builder`].
@@ -63,6 +66,7 @@ pub struct ExecutorBuilder {
     worker: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     limits: Limits,
+    capabilities: Capabilities,
 }
 
 impl ExecutorBuilder {
@@ -91,6 +95,12 @@ impl ExecutorBuilder {
     /// Default limits of every task.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Default capabilities of every task (none unless set).
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
         self
     }
 
@@ -128,8 +138,10 @@ impl ExecutorBuilder {
             max_processes,
             worker,
             limits: self.limits,
+            capabilities: self.capabilities,
             compiler: Compiler::new(cache_dir),
-            subscribers: Subscribers::default(),
+            hub: Arc::default(),
+            closed: AtomicBool::new(false),
             work_dir,
             _temp: Some(temp),
         });
@@ -144,6 +156,7 @@ impl ExecutorBuilder {
 pub struct TaskOptions {
     uid: Option<String>,
     limits: Option<Limits>,
+    capabilities: Option<Capabilities>,
 }
 
 impl TaskOptions {
@@ -158,9 +171,15 @@ impl TaskOptions {
         self
     }
 
-    /// Limits for this task instead of the executor's.
+    /// Limits for this task instead of the module's or the executor's.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = Some(limits);
+        self
+    }
+
+    /// Capabilities for this task instead of the module's or the executor's.
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
         self
     }
 }
@@ -300,17 +319,51 @@ impl Executor {
             task,
             input: &input,
             limits: &wire_limits,
+            capabilities: &self.shared.capabilities.to_wire(),
         })
         .await;
-        let output = reply
-            .outcome
-            .map_err(|failure| Error::from_failure(failure, limits.get_timeout()))?;
+        let output = reply.outcome.map_err(|failure| {
+            Error::from_failure(
+                failure,
+                limits.get_timeout(),
+                std::process::id(),
+                &reply.stderr,
+            )
+        })?;
         decode_postcard(output)
     }
 
     /// Subscribes to completion events of tasks finishing from now on.
     pub fn events(&self) -> EventStream {
-        self.shared.subscribers.subscribe()
+        self.shared.hub.subscribers.subscribe()
+    }
+
+    /// Graceful shutdown: refuses new tasks ([`Error::ShutDown`]), lets queued
+    /// and running tasks finish for up to `grace`, then stops the rest (their
+    /// handles resolve to [`Error::ShutDown`]). Returns once every worker
+    /// process has been reaped.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the executor closed; tasks keep running
+    /// until they finish or are stopped by another shutdown or abort.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        if tokio::time::timeout(grace, self.shared.hub.drained())
+            .await
+            .is_err()
+        {
+            self.shared.hub.stop_all(&Error::ShutDown);
+            self.shared.hub.drained().await;
+        }
+    }
+
+    /// Immediate shutdown: refuses new tasks and stops every queued and
+    /// running one now (their handles resolve to [`Error::ShutDown`]).
+    /// Returns once every worker process has been reaped.
+    pub async fn abort(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.hub.stop_all(&Error::ShutDown);
+        self.shared.hub.drained().await;
     }
 
     fn enqueue<O>(
@@ -321,8 +374,18 @@ impl Executor {
         options: TaskOptions,
         decode: fn(Vec<u8>) -> Result<O, Error>,
     ) -> Result<TaskHandle<O>, Error> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Error::ShutDown);
+        }
         module.check_task(task)?;
-        let limits = options.limits.unwrap_or_else(|| self.shared.limits.clone());
+        let limits = options
+            .limits
+            .or_else(|| module.limits().cloned())
+            .unwrap_or_else(|| self.shared.limits.clone());
+        let capabilities = options
+            .capabilities
+            .or_else(|| module.capabilities().cloned())
+            .unwrap_or_else(|| self.shared.capabilities.clone());
         if input.len() as u64 > limits.get_max_input_bytes() {
             return Err(Error::OutputTooLarge {
                 message: format!(
@@ -336,18 +399,26 @@ impl Executor {
             .uid
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let (reply, rx) = oneshot::channel();
+        let control = self.shared.hub.register(
+            uid,
+            task.to_owned(),
+            module.hash().to_owned(),
+            input.len(),
+            reply,
+        );
         let job = Job {
-            uid: uid.clone(),
+            control: control.clone(),
             module: module.clone(),
-            task: task.to_owned(),
             input,
             limits,
-            queued_at: SystemTime::now(),
-            reply,
+            capabilities,
         };
-        self.queue.send(job).map_err(|_| Error::ShutDown)?;
-        tracing::debug!(uid = %uid, task, module = module.name(), "task queued");
-        Ok(TaskHandle::new(uid, rx, decode))
+        if self.queue.send(job).is_err() {
+            control.stop(Error::ShutDown);
+            return Err(Error::ShutDown);
+        }
+        tracing::debug!(uid = %control.uid, task, module = module.name(), "task queued");
+        Ok(TaskHandle::new(control, rx, decode))
     }
 }
 
@@ -375,43 +446,50 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Takes jobs in order, waits for a slot, and starts each in its own tokio
-/// task holding the slot until its worker is reaped.
+/// task holding the slot until its worker is reaped. A job cancelled while
+/// queued is skipped (it already finished).
 async fn runner(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let slots = Arc::new(Semaphore::new(shared.max_processes));
     while let Some(job) = jobs.recv().await {
-        let permit = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        let mut stop = job.control.stop_signal();
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            // Stopped while waiting at the head of the queue.
+            _ = stop.changed() => continue,
+        };
+        if !job.control.start() {
+            continue;
+        }
         let shared = shared.clone();
         tokio::spawn(async move {
             let (result, event) = run_job(&shared, &job).await;
             drop(permit);
-            shared.subscribers.publish(&event);
-            let _ = job.reply.send(result);
+            job.control.finish(result, event);
         });
     }
 }
 
 async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent) {
+    let control = &job.control;
     let flavor = job.limits.flavor();
     let artifact = artifact(shared, &job.module, flavor).await;
     let run = match artifact {
         Ok(artifact) => {
             let request = Request {
-                uid: job.uid.clone(),
+                uid: control.uid.clone(),
                 artifact: artifact.path.display().to_string(),
                 flavor,
-                task: job.task.clone(),
+                task: control.task.clone(),
                 input: job.input.clone(),
                 limits: job.limits.to_wire(),
+                capabilities: job.capabilities.to_wire(),
             };
             run_in_worker(
                 &shared.worker,
                 &shared.work_dir,
                 &request,
                 job.limits.get_timeout(),
+                control.stop_signal(),
             )
             .await
         }
@@ -425,55 +503,54 @@ async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent) {
     finish(job, run)
 }
 
-/// Turns a worker's run into the task's result and event, logging failures.
+/// Turns a worker's run into the task's result and event.
 fn finish(job: &Job, run: WorkerRun) -> (RawResult, TaskEvent) {
-    let (result, usage, stdout, stderr) = match run.reply {
-        Ok(reply) => {
-            let result = reply
-                .outcome
-                .map_err(|failure| Error::from_failure(failure, job.limits.get_timeout()));
-            (result, reply.usage, reply.stdout, reply.stderr)
-        }
-        Err(error) => (Err(error), Default::default(), Vec::new(), Vec::new()),
-    };
-    let result = result.map_err(|error| match error {
-        Error::NoSuchTask { task, .. } => Error::NoSuchTask {
-            task,
-            available: job.module.tasks().to_vec(),
-        },
-        other => other,
-    });
-    if !stdout.is_empty() {
-        tracing::info!(uid = %job.uid, task = %job.task, "guest stdout: {}", String::from_utf8_lossy(&stdout).trim_end());
-    }
-    if !stderr.is_empty() {
-        tracing::info!(uid = %job.uid, task = %job.task, "guest stderr: {}", String::from_utf8_lossy(&stderr).trim_end());
-    }
-    match &result {
-        Ok(output) => {
-            tracing::debug!(uid = %job.uid, task = %job.task, pid = run.pid, bytes_out = output.len(), "task finished")
-        }
+    let control = &job.control;
+    let finished_at = SystemTime::now();
+    let mut reply = match run.reply {
+        Ok(reply) => reply,
         Err(error) => {
-            tracing::warn!(uid = %job.uid, task = %job.task, pid = run.pid, kind = %error.kind(), "task failed: {error}")
+            let result = Err(error);
+            let mut event = control.event_for(&result, finished_at);
+            event.pid = run.pid;
+            event.exit_status = run.exit_status;
+            event.started_at = Some(run.started_at);
+            event.wall_time = finished_at
+                .duration_since(run.started_at)
+                .unwrap_or_default();
+            return (result, event);
+        }
+    };
+    let result = std::mem::replace(&mut reply.outcome, Ok(Vec::new())).map_err(|failure| {
+        let pid = run.pid.unwrap_or(0);
+        match Error::from_failure(failure, job.limits.get_timeout(), pid, &reply.stderr) {
+            Error::NoSuchTask { task, .. } => Error::NoSuchTask {
+                task,
+                available: job.module.tasks().to_vec(),
+            },
+            other => other,
+        }
+    });
+    for (name, bytes, dropped) in [
+        ("stdout", &reply.stdout, reply.stdout_dropped),
+        ("stderr", &reply.stderr, reply.stderr_dropped),
+    ] {
+        if !bytes.is_empty() {
+            tracing::info!(uid = %control.uid, task = %control.task, dropped, "guest {name}: {}", String::from_utf8_lossy(bytes).trim_end());
         }
     }
-    let event = TaskEvent {
-        uid: job.uid.clone(),
-        task: job.task.clone(),
-        module_hash: job.module.hash().to_owned(),
-        error: result.as_ref().err().map(Error::kind),
-        message: result.as_ref().err().map(ToString::to_string),
-        pid: run.pid,
-        exit_status: run.exit_status,
-        queued_at: job.queued_at,
-        started_at: Some(run.started_at),
-        finished_at: SystemTime::now(),
-        fuel_consumed: usage.fuel_consumed,
-        peak_memory_bytes: usage.peak_memory_bytes,
-        bytes_in: job.input.len(),
-        bytes_out: result.as_ref().map_or(0, Vec::len),
-        stdout,
-        stderr,
-    };
+    let mut event = control.event_for(&result, finished_at);
+    event.pid = run.pid;
+    event.exit_status = run.exit_status;
+    event.started_at = Some(run.started_at);
+    event.wall_time = finished_at
+        .duration_since(run.started_at)
+        .unwrap_or_default();
+    event.fuel_consumed = reply.usage.fuel_consumed;
+    event.peak_memory_bytes = reply.usage.peak_memory_bytes;
+    event.stdout = reply.stdout;
+    event.stderr = reply.stderr;
+    event.stdout_dropped = reply.stdout_dropped;
+    event.stderr_dropped = reply.stderr_dropped;
     (result, event)
 }

@@ -3,10 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
+use crate::job::JobControl;
 use crate::Error;
 
 pub(crate) type RawResult = Result<Vec<u8>, Error>;
@@ -14,14 +16,15 @@ pub(crate) type RawResult = Result<Vec<u8>, Error>;
 /// A submitted task: a future of its typed result.
 ///
 /// The task runs whether or not the handle is polled. Dropping the handle
-/// does not stop the task: it still runs to completion and its event is
-/// still published.
+/// detaches the task (like tokio's `JoinHandle`): it still runs to
+/// completion and its event is still published. To stop it, call
+/// [`TaskHandle::cancel`].
 ///
 /// # Cancel safety
 /// Awaiting `&mut handle` is cancel safe: the result stays in the handle.
 #[must_use = "a TaskHandle is the only way to get the task's result"]
 pub struct TaskHandle<T> {
-    uid: String,
+    job: Arc<JobControl>,
     rx: oneshot::Receiver<RawResult>,
     decode: fn(Vec<u8>) -> Result<T, Error>,
 }
@@ -29,23 +32,32 @@ pub struct TaskHandle<T> {
 impl<T> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
-            .field("uid", &self.uid)
+            .field("uid", &self.job.uid)
             .finish_non_exhaustive()
     }
 }
 
 impl<T> TaskHandle<T> {
     pub(crate) fn new(
-        uid: String,
+        job: Arc<JobControl>,
         rx: oneshot::Receiver<RawResult>,
         decode: fn(Vec<u8>) -> Result<T, Error>,
     ) -> Self {
-        TaskHandle { uid, rx, decode }
+        TaskHandle { job, rx, decode }
     }
 
     /// The task's uid, as in its events and logs.
     pub fn uid(&self) -> &str {
-        &self.uid
+        &self.job.uid
+    }
+
+    /// Cancels the task. A queued task leaves the queue at once; a running
+    /// one has its worker killed (and reaped), which frees its slot. Either
+    /// way the handle resolves to [`Error::Cancelled`] and a `cancelled`
+    /// event is published, unless the task had already finished, in which
+    /// case this does nothing.
+    pub fn cancel(&self) {
+        self.job.stop(Error::Cancelled);
     }
 }
 

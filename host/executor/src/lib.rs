@@ -32,14 +32,17 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod capabilities;
 mod error;
 mod event;
 mod executor;
 mod handle;
+mod job;
 mod limits;
 mod module;
 mod process;
 
+pub use capabilities::{Capabilities, DirGrant};
 pub use error::{Error, ErrorKind};
 pub use event::{EventStream, TaskEvent};
 pub use executor::{Executor, ExecutorBuilder, TaskOptions};

@@ -23,11 +23,13 @@ pub struct Limits {
     max_input_bytes: u64,
     max_output_bytes: u64,
     max_log_bytes: u64,
+    max_wasm_stack: Option<u64>,
 }
 
 impl Default for Limits {
     /// No timeout, no fuel metering, no memory cap beyond wasm's 4 GiB,
-    /// 64 MiB of input and of output, 64 KiB of stdout and of stderr kept.
+    /// 64 MiB of input and of output, 64 KiB of stdout and of stderr kept,
+    /// a 1 MiB wasm stack.
     fn default() -> Self {
         Limits {
             timeout: None,
@@ -36,6 +38,7 @@ impl Default for Limits {
             max_input_bytes: 64 << 20,
             max_output_bytes: 64 << 20,
             max_log_bytes: 64 << 10,
+            max_wasm_stack: None,
         }
     }
 }
@@ -79,6 +82,13 @@ impl Limits {
         self
     }
 
+    /// Largest wasm stack; deeper recursion traps with `StackOverflow`
+    /// (default 1 MiB).
+    pub fn max_wasm_stack(mut self, bytes: u64) -> Self {
+        self.max_wasm_stack = Some(bytes);
+        self
+    }
+
     /// The timeout, if any.
     pub fn get_timeout(&self) -> Option<Duration> {
         self.timeout
@@ -110,6 +120,7 @@ impl Limits {
             max_memory_bytes: self.max_memory_bytes,
             max_output_bytes: self.max_output_bytes,
             max_log_bytes: self.max_log_bytes,
+            max_wasm_stack: self.max_wasm_stack,
         }
     }
 }

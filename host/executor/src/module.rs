@@ -11,7 +11,7 @@ use asyncer_protocol::{
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, ExternType, ValType};
 
-use crate::Error;
+use crate::{Capabilities, Error, Limits};
 
 /// A validated guest module, precompiled for the workers.
 ///
@@ -20,6 +20,8 @@ use crate::Error;
 #[derive(Clone)]
 pub struct Module {
     inner: Arc<ModuleInner>,
+    limits: Option<Limits>,
+    capabilities: Option<Capabilities>,
 }
 
 struct ModuleInner {
@@ -55,6 +57,28 @@ impl Module {
     /// The task names it exports, sorted.
     pub fn tasks(&self) -> &[String] {
         &self.inner.tasks
+    }
+
+    /// This module with its own default limits, used by its tasks unless a
+    /// task sets its own (task > module > executor).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// This module with its own default capabilities (task > module >
+    /// executor).
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
+        self
+    }
+
+    pub(crate) fn limits(&self) -> Option<&Limits> {
+        self.limits.as_ref()
+    }
+
+    pub(crate) fn capabilities(&self) -> Option<&Capabilities> {
+        self.capabilities.as_ref()
     }
 
     /// Whether it exports task `name`.
@@ -158,6 +182,8 @@ impl Compiler {
                 tasks,
                 artifacts: Mutex::new(HashMap::new()),
             }),
+            limits: None,
+            capabilities: None,
         };
         let path = self.store_artifact(&module, flavor, &compiled)?;
         module

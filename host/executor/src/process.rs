@@ -8,6 +8,7 @@ use std::time::Duration;
 use asyncer_protocol::{decode_frame, encode_frame, Reply, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::watch;
 
 use crate::Error;
 
@@ -79,6 +80,7 @@ pub(crate) async fn run_in_worker(
     work_dir: &Path,
     request: &Request,
     host_timeout: Option<Duration>,
+    mut stop: watch::Receiver<Option<Error>>,
 ) -> WorkerRun {
     let started_at = std::time::SystemTime::now();
     let mut run = WorkerRun {
@@ -136,19 +138,33 @@ pub(crate) async fn run_in_worker(
         );
         (out, err)
     };
-    let exchanged = match host_timeout {
-        Some(timeout) => tokio::time::timeout(timeout + KILL_GRACE, exchange).await,
-        None => Ok(exchange.await),
+    let timed = async {
+        match host_timeout {
+            Some(timeout) => tokio::time::timeout(timeout + KILL_GRACE, exchange)
+                .await
+                .map_err(|_| Error::Timeout { timeout }),
+            None => Ok(exchange.await),
+        }
+    };
+    let stopped = async {
+        let reason = stop.wait_for(Option::is_some).await.map(|r| r.clone());
+        match reason {
+            Ok(reason) => reason.unwrap_or(Error::Cancelled),
+            // The job went away: nobody can stop it any more.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let exchanged = tokio::select! {
+        exchanged = timed => exchanged,
+        reason = stopped => Err(reason),
     };
     let (out, err_tail) = match exchanged {
         Ok(result) => result,
-        Err(_) => {
+        Err(error) => {
             let _ = child.start_kill();
             let status = child.wait().await;
             run.exit_status = status.ok().map(describe);
-            run.reply = Err(Error::Timeout {
-                timeout: host_timeout.unwrap_or_default(),
-            });
+            run.reply = Err(error);
             return run;
         }
     };

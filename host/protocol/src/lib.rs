@@ -15,6 +15,7 @@
 //!     task: "heavy".into(),
 //!     input: vec![1, 2, 3],
 //!     limits: Limits::default(),
+//!     capabilities: Default::default(),
 //! };
 //! let mut wire = Vec::new();
 //! write_frame(&mut wire, &request).unwrap();
@@ -67,6 +68,28 @@ pub struct Request {
     pub input: Vec<u8>,
     /// Limits enforced inside the worker.
     pub limits: Limits,
+    /// What the guest may reach beyond its own memory (nothing by default).
+    pub capabilities: Capabilities,
+}
+
+/// Opt-in capabilities of a guest: by default it has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Host directories the guest may open, and where it sees them.
+    pub dirs: Vec<DirGrant>,
+    /// Environment variables the guest sees.
+    pub env: Vec<(String, String)>,
+}
+
+/// One host directory made visible to the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: String,
+    /// The path the guest opens it by.
+    pub guest: String,
+    /// Whether the guest may create, change and delete files in it.
+    pub writable: bool,
 }
 
 /// Engine settings that change the compiled code: host and worker must agree.
@@ -91,6 +114,8 @@ pub struct Limits {
     pub max_output_bytes: u64,
     /// How much of the guest's stdout and of its stderr is kept, each.
     pub max_log_bytes: u64,
+    /// Largest wasm stack, in bytes (the engine default when `None`).
+    pub max_wasm_stack: Option<u64>,
 }
 
 impl Default for Limits {
@@ -101,6 +126,7 @@ impl Default for Limits {
             max_memory_bytes: None,
             max_output_bytes: 64 << 20,
             max_log_bytes: 64 << 10,
+            max_wasm_stack: None,
         }
     }
 }
@@ -116,6 +142,24 @@ pub struct Reply {
     pub stdout: Vec<u8>,
     /// The guest's stderr (up to the limit).
     pub stderr: Vec<u8>,
+    /// Bytes of stdout dropped past the limit.
+    pub stdout_dropped: u64,
+    /// Bytes of stderr dropped past the limit.
+    pub stderr_dropped: u64,
+}
+
+impl Reply {
+    /// A reply for a task that failed before the guest ran.
+    pub fn failed(failure: Failure) -> Self {
+        Reply {
+            outcome: Err(failure),
+            usage: Usage::default(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_dropped: 0,
+            stderr_dropped: 0,
+        }
+    }
 }
 
 /// A task failure as it crosses the wire.
@@ -358,6 +402,8 @@ mod tests {
             },
             stdout: b"hi".to_vec(),
             stderr: vec![],
+            stdout_dropped: 3,
+            stderr_dropped: 0,
         }
     }
 

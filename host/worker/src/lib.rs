@@ -12,6 +12,7 @@
 //! arguments, closed stdin; stdout and stderr are captured up to a limit.
 #![warn(missing_docs)]
 
+mod capture;
 mod classify;
 mod hygiene;
 mod run;
@@ -25,13 +26,19 @@ pub use run::{run_loaded, serve_stdio, LoadedTask, StoreState};
 /// The wasmtime version the worker is built with (part of artifact names).
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
-/// The largest wasm stack a guest may use.
+/// The default largest wasm stack of a guest.
 pub const MAX_WASM_STACK: usize = 1 << 20;
 
 /// The wasmtime configuration shared by the host (which compiles) and the
 /// worker (which only loads): every setting that changes compiled code is
 /// fixed here, explicitly, so that the two always agree.
 pub fn engine_config(flavor: EngineFlavor) -> Config {
+    engine_config_with_stack(flavor, MAX_WASM_STACK)
+}
+
+/// [`engine_config`] with another wasm stack limit. The stack limit does not
+/// change compiled code, so an artifact from [`engine_config`] loads here.
+pub fn engine_config_with_stack(flavor: EngineFlavor, max_wasm_stack: usize) -> Config {
     let mut config = Config::new();
     config
         .consume_fuel(flavor.fuel)
@@ -40,8 +47,8 @@ pub fn engine_config(flavor: EngineFlavor) -> Config {
         .wasm_backtrace_details(WasmBacktraceDetails::Disable)
         .debug_info(false)
         .wasm_component_model(false)
-        .max_wasm_stack(MAX_WASM_STACK)
-        .async_stack_size(MAX_WASM_STACK + (1 << 20));
+        .max_wasm_stack(max_wasm_stack)
+        .async_stack_size(max_wasm_stack + (1 << 20));
     config
 }
 

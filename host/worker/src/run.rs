@@ -7,15 +7,15 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use asyncer_protocol::{
-    read_frame, write_frame, EngineFlavor, ErrorKind, Failure, Limits, Reply, Request, Usage,
-    ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT, ABI_MEMORY_EXPORT, ABI_TASK_PREFIX, ENVELOPE_ERR,
-    ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
+    read_frame, write_frame, Capabilities, EngineFlavor, ErrorKind, Failure, Limits, Reply,
+    Request, Usage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT, ABI_MEMORY_EXPORT, ABI_TASK_PREFIX,
+    ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
 };
 use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use crate::capture::Capture;
 use crate::classify::{classify_error, MemoryLimitExceeded};
 
 /// The largest request frame a worker accepts (the input plus a little).
@@ -76,6 +76,8 @@ pub struct LoadedTask<'a> {
     pub input: &'a [u8],
     /// Limits to enforce.
     pub limits: &'a Limits,
+    /// What the guest may reach.
+    pub capabilities: &'a Capabilities,
 }
 
 /// Increments the engine's epoch once `timeout` passes, unless dropped first.
@@ -104,12 +106,27 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
     let started = Instant::now();
     let limits = task.limits;
     let log_cap = usize::try_from(limits.max_log_bytes).unwrap_or(usize::MAX);
-    let stdout = MemoryOutputPipe::new(log_cap);
-    let stderr = MemoryOutputPipe::new(log_cap);
-    let wasi = WasiCtxBuilder::new()
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .build_p1();
+    let stdout = Capture::new(log_cap);
+    let stderr = Capture::new(log_cap);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(stdout.clone()).stderr(stderr.clone());
+    for (key, value) in &task.capabilities.env {
+        wasi.env(key, value);
+    }
+    for dir in &task.capabilities.dirs {
+        let perms = if dir.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        if let Err(e) = wasi.preopened_dir(&dir.host, &dir.guest, perms) {
+            return Reply::failed(Failure::new(
+                ErrorKind::InvalidModule,
+                format!("cannot grant directory {}: {e:#}", dir.host),
+            ));
+        }
+    }
+    let wasi = wasi.build_p1();
     let mut store = Store::new(
         task.engine,
         StoreState {
@@ -150,9 +167,11 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
         },
         None => call.await,
     };
-    let stderr = stderr.contents().to_vec();
+    let recent_stderr = stderr.recent();
+    let (stderr, stderr_dropped) = stderr.take();
+    let (stdout, stdout_dropped) = stdout.take();
     let outcome = outcome.map_err(|error| match error {
-        CallError::Wasm(error) => classify_error(&error, &stderr),
+        CallError::Wasm(error) => classify_error(&error, &recent_stderr),
         CallError::Failure(failure) => failure,
     });
     let fuel_consumed = task
@@ -166,8 +185,10 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
             peak_memory_bytes: store.data().limiter.peak_memory_bytes,
             run_time: started.elapsed(),
         },
-        stdout: stdout.contents().to_vec(),
+        stdout,
         stderr,
+        stdout_dropped,
+        stderr_dropped,
     }
 }
 
@@ -232,8 +253,18 @@ async fn call_task(
         })?;
 
     let packed = func.call_async(&mut *store, (input_ptr, input_len)).await? as u64;
-    let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as u64);
-    if out_len > task.limits.max_output_bytes {
+    let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+    let data = memory.data(&*store);
+    let envelope = out_ptr
+        .checked_add(out_len)
+        .and_then(|end| data.get(out_ptr..end))
+        .ok_or_else(|| {
+            decode_failure(format!(
+                "result at {out_ptr:#x}+{out_len} lies outside the guest's memory of {} bytes",
+                data.len()
+            ))
+        })?;
+    if out_len as u64 > task.limits.max_output_bytes {
         return Err(CallError::Failure(Failure::new(
             ErrorKind::OutputTooLarge,
             format!(
@@ -242,16 +273,6 @@ async fn call_task(
             ),
         )));
     }
-    let data = memory.data(&*store);
-    let envelope = out_ptr
-        .checked_add(out_len as usize)
-        .and_then(|end| data.get(out_ptr..end))
-        .ok_or_else(|| {
-            decode_failure(format!(
-                "result at {out_ptr:#x}+{out_len} lies outside the guest's memory of {} bytes",
-                data.len()
-            ))
-        })?;
     open_envelope(envelope)
 }
 
@@ -277,14 +298,15 @@ fn open_envelope(envelope: &[u8]) -> Result<Vec<u8>, CallError> {
 
 /// Loads the request's precompiled artifact and runs its task.
 async fn run_request(request: &Request) -> Reply {
-    let failed = |failure: Failure| Reply {
-        outcome: Err(failure),
-        usage: Usage::default(),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    };
+    let failed = Reply::failed;
     let setup = || -> wasmtime::Result<(Engine, Module, Linker<StoreState>)> {
-        let engine = crate::new_engine(request.flavor)?;
+        let stack = request
+            .limits
+            .max_wasm_stack
+            .map_or(crate::MAX_WASM_STACK, |s| {
+                usize::try_from(s).unwrap_or(usize::MAX)
+            });
+        let engine = Engine::new(&crate::engine_config_with_stack(request.flavor, stack))?;
         // SAFETY: the artifact was written by the host's cache with
         // `Module::serialize` for this very engine configuration, under a
         // content-addressed name that is never rewritten while in use.
@@ -310,6 +332,7 @@ async fn run_request(request: &Request) -> Reply {
         task: &request.task,
         input: &request.input,
         limits: &request.limits,
+        capabilities: &request.capabilities,
     })
     .await
 }
@@ -319,7 +342,7 @@ async fn run_request(request: &Request) -> Reply {
 /// outcome), 3 when the request could not be read, 4 when the reply could not
 /// be written.
 pub fn serve_stdio() -> ExitCode {
-    crate::hygiene::die_with_parent();
+    crate::hygiene::harden();
     let request: Request = match read_frame(&mut std::io::stdin().lock(), MAX_REQUEST_BYTES) {
         Ok(request) => request,
         Err(e) => {

@@ -1,0 +1,200 @@
+//! The life of one task: queued, running, finished; and its cancellation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::event::{Subscribers, TaskEvent};
+use crate::handle::RawResult;
+use crate::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    Running,
+    Finished,
+}
+
+/// Shared by a task's handle, its queue entry and the executor: whoever
+/// finishes the task first (the run, or a cancellation while queued) sends
+/// the one reply and the one event.
+pub(crate) struct JobControl {
+    id: u64,
+    pub(crate) uid: String,
+    pub(crate) task: String,
+    pub(crate) module_hash: String,
+    pub(crate) queued_at: SystemTime,
+    pub(crate) bytes_in: usize,
+    phase: Mutex<Phase>,
+    reply: Mutex<Option<oneshot::Sender<RawResult>>>,
+    /// Set once, to the error a running task should end with.
+    stop: watch::Sender<Option<Error>>,
+    hub: Arc<Hub>,
+}
+
+/// What an executor's jobs share: the event subscribers and the set of jobs
+/// not yet finished.
+#[derive(Default)]
+pub(crate) struct Hub {
+    pub(crate) subscribers: Subscribers,
+    jobs: Mutex<HashMap<u64, Arc<JobControl>>>,
+    next_id: AtomicU64,
+    drained: Notify,
+}
+
+impl Hub {
+    /// Registers a new queued job.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        uid: String,
+        task: String,
+        module_hash: String,
+        bytes_in: usize,
+        reply: oneshot::Sender<RawResult>,
+    ) -> Arc<JobControl> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let job = Arc::new(JobControl {
+            id,
+            uid,
+            task,
+            module_hash,
+            queued_at: SystemTime::now(),
+            bytes_in,
+            phase: Mutex::new(Phase::Queued),
+            reply: Mutex::new(Some(reply)),
+            stop: watch::Sender::new(None),
+            hub: self.clone(),
+        });
+        self.jobs
+            .lock()
+            .expect("jobs poisoned")
+            .insert(id, job.clone());
+        job
+    }
+
+    /// Stops every job not yet finished with `reason`.
+    pub(crate) fn stop_all(&self, reason: &Error) {
+        let jobs: Vec<_> = self
+            .jobs
+            .lock()
+            .expect("jobs poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for job in jobs {
+            job.stop(reason.clone());
+        }
+    }
+
+    /// Waits until no job is left.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.jobs.lock().expect("jobs poisoned").is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        let mut jobs = self.jobs.lock().expect("jobs poisoned");
+        jobs.remove(&id);
+        if jobs.is_empty() {
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+impl JobControl {
+    /// Moves a queued job to running; false if it was cancelled meanwhile.
+    pub(crate) fn start(&self) -> bool {
+        let mut phase = self.phase.lock().expect("phase poisoned");
+        if *phase == Phase::Queued {
+            *phase = Phase::Running;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A receiver that sees the stop reason of a running job.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<Option<Error>> {
+        self.stop.subscribe()
+    }
+
+    /// Stops the job with `reason` (`Cancelled` or `ShutDown`): a queued job
+    /// finishes at once; a running one is told to kill its worker and
+    /// finishes when the worker is reaped.
+    pub(crate) fn stop(&self, reason: Error) {
+        let mut phase = self.phase.lock().expect("phase poisoned");
+        match *phase {
+            Phase::Queued => {
+                *phase = Phase::Finished;
+                drop(phase);
+                let now = SystemTime::now();
+                let event = self.event_for(&Err(reason.clone()), now);
+                self.deliver(Err(reason), event);
+            }
+            Phase::Running => {
+                self.stop.send_if_modified(|current| {
+                    if current.is_none() {
+                        *current = Some(reason);
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+            Phase::Finished => {}
+        }
+    }
+
+    /// Finishes a job that ran: publishes its event and sends its result.
+    pub(crate) fn finish(&self, result: RawResult, event: TaskEvent) {
+        *self.phase.lock().expect("phase poisoned") = Phase::Finished;
+        self.deliver(result, event);
+    }
+
+    /// The event of a job that never got a worker.
+    pub(crate) fn event_for(&self, result: &RawResult, finished_at: SystemTime) -> TaskEvent {
+        TaskEvent {
+            uid: self.uid.clone(),
+            task: self.task.clone(),
+            module_hash: self.module_hash.clone(),
+            error: result.as_ref().err().map(Error::kind),
+            message: result.as_ref().err().map(ToString::to_string),
+            pid: None,
+            exit_status: None,
+            queued_at: self.queued_at,
+            started_at: None,
+            finished_at,
+            wall_time: Default::default(),
+            fuel_consumed: None,
+            peak_memory_bytes: 0,
+            bytes_in: self.bytes_in,
+            bytes_out: result.as_ref().map_or(0, Vec::len),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_dropped: 0,
+            stderr_dropped: 0,
+        }
+    }
+
+    fn deliver(&self, result: RawResult, event: TaskEvent) {
+        let Some(reply) = self.reply.lock().expect("reply poisoned").take() else {
+            return;
+        };
+        if let Err(error) = &result {
+            tracing::warn!(uid = %self.uid, task = %self.task, pid = event.pid, kind = %error.kind(), "task failed: {error}");
+        } else {
+            tracing::debug!(uid = %self.uid, task = %self.task, pid = event.pid, "task finished");
+        }
+        self.hub.subscribers.publish(&event);
+        let _ = reply.send(result);
+        self.hub.remove(self.id);
+    }
+}
