@@ -39,8 +39,10 @@ pub fn classify_error(error: &wasmtime::Error, stderr: &[u8]) -> Failure {
         };
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        // The guest ended its own "process" without a result: the same as a
+        // worker exiting on its own.
         return Failure::new(
-            ErrorKind::Trap,
+            ErrorKind::WorkerCrashed,
             format!(
                 "guest called proc_exit({}) before returning a result",
                 exit.0
