@@ -59,3 +59,46 @@ pub fn max_overlap(events: &[TaskEvent]) -> usize {
     }
     peak as usize
 }
+
+/// Live child processes of this test process (Linux: read from /proc).
+pub fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command: state, ppid, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let _state = fields.next();
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(me) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits up to a few seconds for this process to have no children left
+/// (neither running nor zombie), and says which remain otherwise.
+pub async fn assert_no_children_left() {
+    for _ in 0..100 {
+        if children().is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("child processes left behind: {:?}", children());
+}

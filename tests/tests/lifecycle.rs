@@ -1,0 +1,248 @@
+//! Cancellation, shutdown, crashed workers and fault injection.
+//!
+//! These tests count this process's children, so they run one at a time
+//! (the tests in this file share one lock).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use asyncer::{Error, ErrorKind};
+use common::{assert_no_children_left, children, collect_events, executor, faults};
+use tokio::sync::Mutex;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// Waits until `n` children are alive.
+async fn wait_for_children(n: usize) -> Vec<u32> {
+    for _ in 0..200 {
+        let kids = children();
+        if kids.len() >= n {
+            return kids;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("expected {n} workers, saw {:?}", children());
+}
+
+fn kill(pid: u32) {
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("kill runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_kills_its_worker_and_frees_the_slot() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = executor(1);
+    let module = faults(&exec).await;
+    let mut events = exec.events();
+    let long = exec.submit::<_, u64>(&module, "slow", &60_000u64).unwrap();
+    let queued = exec
+        .submit::<_, u64>(&module, "add", &faults::Pair { a: 2, b: 3 })
+        .unwrap();
+    let worker = wait_for_children(1).await[0];
+    let start = Instant::now();
+    long.cancel();
+    assert!(matches!(long.await, Err(Error::Cancelled)));
+    // The only slot is free again: the queued task runs.
+    assert_eq!(queued.await.unwrap(), 5);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let events = collect_events(&mut events, 2).await;
+    let cancelled = events.iter().find(|e| e.task == "slow").unwrap();
+    assert_eq!(cancelled.error, Some(ErrorKind::Cancelled));
+    assert_eq!(cancelled.pid, Some(worker));
+    assert!(cancelled
+        .exit_status
+        .as_deref()
+        .unwrap()
+        .contains("signal 9"));
+    assert_no_children_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_queued_task_resolves_it_at_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = executor(1);
+    let module = faults(&exec).await;
+    let mut events = exec.events();
+    let blocker = exec.submit::<_, u64>(&module, "slow", &1_000u64).unwrap();
+    let head = exec
+        .submit::<_, u64>(&module, "add", &faults::Pair { a: 1, b: 1 })
+        .unwrap();
+    let tail = exec
+        .submit::<_, u64>(&module, "add", &faults::Pair { a: 1, b: 1 })
+        .unwrap();
+    wait_for_children(1).await;
+    head.cancel();
+    tail.cancel();
+    // Both resolve while the blocker still holds the only slot.
+    let (head, tail) = tokio::time::timeout(Duration::from_millis(500), async {
+        (head.await, tail.await)
+    })
+    .await
+    .expect("queued tasks resolve at once when cancelled");
+    assert!(matches!(head, Err(Error::Cancelled)));
+    assert!(matches!(tail, Err(Error::Cancelled)));
+    assert_eq!(blocker.await.unwrap(), 1_000);
+    let events = collect_events(&mut events, 3).await;
+    let cancelled: Vec<_> = events
+        .iter()
+        .filter(|e| e.error == Some(ErrorKind::Cancelled))
+        .collect();
+    assert_eq!(cancelled.len(), 2);
+    assert!(cancelled
+        .iter()
+        .all(|e| e.pid.is_none() && e.started_at.is_none()));
+    assert_no_children_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_finished_task_changes_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = executor(1);
+    let module = faults(&exec).await;
+    let mut events = exec.events();
+    let mut handle = exec
+        .submit::<_, u64>(&module, "add", &faults::Pair { a: 4, b: 4 })
+        .unwrap();
+    collect_events(&mut events, 1).await;
+    handle.cancel();
+    assert_eq!((&mut handle).await.unwrap(), 8);
+    assert!(events.try_recv().is_none(), "no second event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_then_stops_the_rest() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = executor(2);
+    let module = faults(&exec).await;
+    let quick = exec.submit::<_, u64>(&module, "slow", &100u64).unwrap();
+    let stuck = exec.submit::<_, u64>(&module, "slow", &60_000u64).unwrap();
+    let queued: Vec<_> = (0..3)
+        .map(|_| exec.submit::<_, u64>(&module, "slow", &60_000u64).unwrap())
+        .collect();
+    let start = Instant::now();
+    exec.shutdown(Duration::from_millis(800)).await;
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(quick.await.unwrap(), 100);
+    assert!(matches!(stuck.await, Err(Error::ShutDown)));
+    for handle in queued {
+        assert!(matches!(handle.await, Err(Error::ShutDown)));
+    }
+    assert!(matches!(
+        exec.submit::<_, u64>(&module, "slow", &1u64),
+        Err(Error::ShutDown)
+    ));
+    assert!(
+        children().is_empty(),
+        "shutdown returned with workers alive: {:?}",
+        children()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_stops_everything_now() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = executor(2);
+    let module = faults(&exec).await;
+    let handles: Vec<_> = (0..5)
+        .map(|_| exec.submit::<_, u64>(&module, "slow", &60_000u64).unwrap())
+        .collect();
+    wait_for_children(2).await;
+    let start = Instant::now();
+    exec.abort().await;
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(
+        children().is_empty(),
+        "abort returned with workers alive: {:?}",
+        children()
+    );
+    for handle in handles {
+        assert!(matches!(handle.await, Err(Error::ShutDown)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_a_crash_with_its_signal_and_the_slot_is_reused() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = executor(1);
+    let module = faults(&exec).await;
+    let victim = exec.submit::<_, u64>(&module, "slow", &60_000u64).unwrap();
+    let next = exec
+        .submit::<_, u64>(&module, "add", &faults::Pair { a: 20, b: 22 })
+        .unwrap();
+    let pid = wait_for_children(1).await[0];
+    kill(pid);
+    match victim.await {
+        Err(Error::WorkerCrashed {
+            pid: crashed,
+            status,
+            ..
+        }) => {
+            assert_eq!(crashed, pid);
+            assert!(status.contains("signal 9"), "{status}");
+        }
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    assert_eq!(next.await.unwrap(), 42);
+    assert_no_children_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilling_random_workers_loses_no_task_and_leaves_no_process() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = executor(4);
+    let module = faults(&exec).await;
+    let mut events = exec.events();
+    let total = 300usize;
+    let handles: Vec<_> = (0..total)
+        .map(|i| {
+            exec.submit::<_, u64>(&module, "slow", &(5 + (i % 4) as u64 * 5))
+                .unwrap()
+        })
+        .collect();
+    let killer = tokio::spawn(async {
+        let mut killed = 0usize;
+        let mut seed = 0x9e37_79b9_u32;
+        for _ in 0..400 {
+            tokio::time::sleep(Duration::from_millis(7)).await;
+            let kids = children();
+            if kids.is_empty() {
+                continue;
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            if seed % 3 == 0 {
+                kill(kids[seed as usize % kids.len()]);
+                killed += 1;
+            }
+        }
+        killed
+    });
+    let mut ok = 0;
+    let mut crashed = 0;
+    for handle in handles {
+        match tokio::time::timeout(Duration::from_secs(60), handle)
+            .await
+            .expect("every task resolves")
+        {
+            Ok(_) => ok += 1,
+            Err(Error::WorkerCrashed { .. }) => crashed += 1,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    let killed = killer.await.unwrap();
+    assert_eq!(ok + crashed, total);
+    assert!(
+        crashed > 0 && killed > 0,
+        "the test killed nothing ({killed} kills)"
+    );
+    assert!(crashed <= killed, "{crashed} crashes from {killed} kills");
+    let events = collect_events(&mut events, total).await;
+    assert_eq!(events.iter().filter(|e| e.is_ok()).count(), ok);
+    assert_no_children_left().await;
+}
