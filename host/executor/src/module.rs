@@ -29,6 +29,7 @@ struct ModuleInner {
     hash: String,
     bytes: Arc<[u8]>,
     tasks: Vec<String>,
+    imports: Vec<String>,
     /// Compiled code per engine flavor, made on first use.
     artifacts: Mutex<HashMap<EngineFlavor, Artifact>>,
 }
@@ -79,6 +80,11 @@ impl Module {
 
     pub(crate) fn capabilities(&self) -> Option<&Capabilities> {
         self.capabilities.as_ref()
+    }
+
+    /// Its imports, as `module::name`.
+    pub fn imports(&self) -> &[String] {
+        &self.inner.imports
     }
 
     /// Whether it exports task `name`.
@@ -180,6 +186,10 @@ impl Compiler {
                 hash: hash.clone(),
                 bytes,
                 tasks,
+                imports: compiled
+                    .imports()
+                    .map(|i| format!("{}::{}", i.module(), i.name()))
+                    .collect(),
                 artifacts: Mutex::new(HashMap::new()),
             }),
             limits: None,

@@ -1,0 +1,374 @@
+//! The `asyncer` command: run and inspect guest modules from a shell, through
+//! the same [`asyncer::Executor`] and worker processes as the library.
+//!
+//! ```text
+//! asyncer run MODULE.wasm TASK [--input FILE | --input-hex HEX] [--timeout 2s]
+//!             [--fuel N] [--memory 64MiB] [--allow-dir HOST[:GUEST]]
+//!             [--allow-dir-rw HOST[:GUEST]] [--env K=V] [--json]
+//! asyncer inspect MODULE.wasm [--json]
+//! ```
+//!
+//! `run` prints the task's raw output bytes (the postcard output, without the
+//! envelope byte), or with `--json` one JSON object
+//! `{"uid", "status", "output_hex", "error": {"kind", "message"}, "wall_ms",
+//! "fuel_consumed", "peak_memory_bytes"}`. Exit code 0: ok; 1: the task
+//! failed; 2: bad usage or unreadable module.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use asyncer::{Capabilities, Executor, Limits, Module, TaskOptions};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+/// Exit code: the task failed.
+const TASK_FAILED: u8 = 1;
+/// Exit code: bad usage or an unreadable module.
+const BAD_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "asyncer",
+    version,
+    about = "Run and inspect asyncer guest modules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one task of a module in a sandboxed worker process.
+    Run(RunArgs),
+    /// Lists a module's tasks and imports, and whether it is valid.
+    Inspect {
+        /// The module (.wasm).
+        module: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The module (.wasm).
+    module: PathBuf,
+    /// The task name (the export is `task:NAME`).
+    task: String,
+    /// A file holding the postcard-encoded input.
+    #[arg(long, conflicts_with = "input_hex")]
+    input: Option<PathBuf>,
+    /// The postcard-encoded input, in hex.
+    #[arg(long)]
+    input_hex: Option<String>,
+    /// Wall-clock limit, e.g. `2s`, `500ms`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Fuel budget (turns metering on).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Largest linear memory, e.g. `64MiB`.
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Lets the guest read HOST, seen as GUEST (default: the same path).
+    #[arg(long, value_name = "HOST[:GUEST]")]
+    allow_dir: Vec<String>,
+    /// Lets the guest read and change HOST, seen as GUEST.
+    #[arg(long, value_name = "HOST[:GUEST]")]
+    allow_dir_rw: Vec<String>,
+    /// Sets an environment variable for the guest.
+    #[arg(long, value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Print one JSON object instead of the raw output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>().map(|size| size.as_u64())
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not K=V"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}` has an empty name"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn split_dir(spec: &str) -> (PathBuf, String) {
+    match spec.split_once(':') {
+        Some((host, guest)) if !guest.is_empty() => (host.into(), guest.to_owned()),
+        _ => (spec.into(), spec.trim_end_matches(':').to_owned()),
+    }
+}
+
+fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
+    let text = text.trim();
+    if text.len() % 2 != 0 {
+        return Err("hex input has an odd number of digits".into());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&text[i..i + 2], 16)
+                .map_err(|_| format!("`{}` is not hex", &text[i..i + 2]))
+        })
+        .collect()
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the command line; the exit code follows the CLI contract.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ASYNCER_LOG")
+                .unwrap_or_else(|_| "off".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("asyncer: cannot start the runtime: {e}");
+            return ExitCode::from(BAD_USAGE);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Inspect { module, json } => inspect(module, json).await,
+        }
+    })
+}
+
+fn usage_error(json: bool, kind: &str, message: &str) -> ExitCode {
+    if json {
+        print_json(&json!({
+            "uid": Value::Null,
+            "status": "error",
+            "output_hex": Value::Null,
+            "error": {"kind": kind, "message": message},
+            "wall_ms": Value::Null,
+            "fuel_consumed": Value::Null,
+            "peak_memory_bytes": Value::Null,
+        }));
+    } else {
+        eprintln!("asyncer: {message}");
+    }
+    ExitCode::from(BAD_USAGE)
+}
+
+fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let input = match (&args.input, &args.input_hex) {
+        (Some(path), _) => match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return usage_error(
+                    args.json,
+                    "decode",
+                    &format!("cannot read {}: {e}", path.display()),
+                )
+            }
+        },
+        (None, Some(hex)) => match decode_hex(hex) {
+            Ok(bytes) => bytes,
+            Err(e) => return usage_error(args.json, "decode", &e),
+        },
+        (None, None) => Vec::new(),
+    };
+    let mut limits = Limits::default();
+    if let Some(timeout) = args.timeout {
+        limits = limits.timeout(timeout);
+    }
+    if let Some(fuel) = args.fuel {
+        limits = limits.fuel(fuel);
+    }
+    if let Some(memory) = args.memory {
+        limits = limits.max_memory_bytes(memory);
+    }
+    let mut capabilities = Capabilities::none();
+    for spec in &args.allow_dir {
+        let (host, guest) = split_dir(spec);
+        capabilities = capabilities.read_only_dir(host, guest);
+    }
+    for spec in &args.allow_dir_rw {
+        let (host, guest) = split_dir(spec);
+        capabilities = capabilities.read_write_dir(host, guest);
+    }
+    for (key, value) in &args.env {
+        capabilities = capabilities.env(key, value);
+    }
+
+    let exec = match Executor::builder()
+        .max_processes(1)
+        .limits(limits.clone())
+        .build()
+    {
+        Ok(exec) => exec,
+        Err(e) => return usage_error(args.json, e.kind().as_str(), &e.to_string()),
+    };
+    let module = match exec.load(&args.module).await {
+        Ok(module) => module,
+        Err(e) => return usage_error(args.json, e.kind().as_str(), &e.to_string()),
+    };
+    let mut events = exec.events();
+    let options = TaskOptions::new().limits(limits).capabilities(capabilities);
+    let handle = match exec.submit_bytes(&module, &args.task, input, options) {
+        Ok(handle) => handle,
+        // An unknown task name or an oversized input is bad usage.
+        Err(e) => return usage_error(args.json, e.kind().as_str(), &e.to_string()),
+    };
+    let uid = handle.uid().to_owned();
+    let result = handle.await;
+    let event = loop {
+        match events.recv().await {
+            Some(event) if event.uid == uid => break Some(event),
+            Some(_) => continue,
+            None => break None,
+        }
+    };
+    let wall_ms = event.as_ref().map(|e| e.wall_time.as_secs_f64() * 1000.0);
+    let fuel = event.as_ref().and_then(|e| e.fuel_consumed);
+    let peak = event.as_ref().map(|e| e.peak_memory_bytes);
+    if let Some(event) = &event {
+        if !args.json {
+            // The guest's own output goes to stderr, so stdout stays the result.
+            let _ = std::io::stderr().write_all(&event.stdout);
+            let _ = std::io::stderr().write_all(&event.stderr);
+        }
+    }
+    match result {
+        Ok(output) => {
+            if args.json {
+                print_json(&json!({
+                    "uid": uid,
+                    "status": "ok",
+                    "output_hex": encode_hex(&output),
+                    "error": Value::Null,
+                    "wall_ms": wall_ms,
+                    "fuel_consumed": fuel,
+                    "peak_memory_bytes": peak,
+                }));
+            } else {
+                let mut stdout = std::io::stdout().lock();
+                if stdout
+                    .write_all(&output)
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    return ExitCode::from(TASK_FAILED);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            if args.json {
+                print_json(&json!({
+                    "uid": uid,
+                    "status": "error",
+                    "output_hex": Value::Null,
+                    "error": {"kind": error.kind().as_str(), "message": error.to_string()},
+                    "wall_ms": wall_ms,
+                    "fuel_consumed": fuel,
+                    "peak_memory_bytes": peak,
+                }));
+            } else {
+                eprintln!("asyncer: {} ({})", error, error.kind());
+            }
+            ExitCode::from(TASK_FAILED)
+        }
+    }
+}
+
+async fn inspect(path: PathBuf, json: bool) -> ExitCode {
+    let exec = match Executor::builder().max_processes(1).build() {
+        Ok(exec) => exec,
+        Err(e) => return usage_error(json, e.kind().as_str(), &e.to_string()),
+    };
+    match exec.load(&path).await {
+        Ok(module) => {
+            print_module(&module, json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                print_json(&json!({
+                    "module": path.display().to_string(),
+                    "valid": false,
+                    "error": {"kind": e.kind().as_str(), "message": e.to_string()},
+                }));
+            } else {
+                println!("module: {}", path.display());
+                println!("valid: no: {e}");
+            }
+            ExitCode::from(BAD_USAGE)
+        }
+    }
+}
+
+fn print_module(module: &Module, json: bool) {
+    if json {
+        print_json(&json!({
+            "module": module.name(),
+            "sha256": module.hash(),
+            "valid": true,
+            "tasks": module.tasks(),
+            "imports": module.imports(),
+        }));
+    } else {
+        println!("module: {}", module.name());
+        println!("sha256: {}", module.hash());
+        println!("valid: yes (guest ABI v1)");
+        println!("tasks: {}", module.tasks().join(", "));
+        println!("imports: {}", module.imports().join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_junk() {
+        assert_eq!(decode_hex("00ff2a").unwrap(), vec![0, 255, 42]);
+        assert_eq!(encode_hex(&[0, 255, 42]), "00ff2a");
+        assert!(decode_hex("abc").is_err());
+        assert!(decode_hex("zz").is_err());
+    }
+
+    #[test]
+    fn sizes_envs_and_dirs_parse() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert!(parse_env("novalue").is_err());
+        assert_eq!(
+            split_dir("/srv/x:/data"),
+            (PathBuf::from("/srv/x"), "/data".to_string())
+        );
+        assert_eq!(
+            split_dir("/srv/x"),
+            (PathBuf::from("/srv/x"), "/srv/x".to_string())
+        );
+    }
+}
