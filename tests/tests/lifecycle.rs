@@ -216,7 +216,7 @@ async fn sigkilling_random_workers_loses_no_task_and_leaves_no_process() {
             seed ^= seed << 13;
             seed ^= seed >> 17;
             seed ^= seed << 5;
-            if seed % 3 == 0 {
+            if seed.is_multiple_of(3) {
                 kill(kids[seed as usize % kids.len()]);
                 killed += 1;
             }

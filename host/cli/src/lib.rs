@@ -113,7 +113,7 @@ fn split_dir(spec: &str) -> (PathBuf, String) {
 
 fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
     let text = text.trim();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err("hex input has an odd number of digits".into());
     }
     (0..text.len())

@@ -467,3 +467,57 @@ mod tests {
         assert_eq!(ErrorKind::ShutDown.as_str(), "shut_down");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic the decoder and never make it
+        /// allocate more than the frame limit.
+        #[test]
+        fn arbitrary_bytes_are_an_error_or_a_message(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_frame::<Request>(&bytes);
+            let _ = decode_frame::<Reply>(&bytes);
+            let _ = read_frame::<Reply>(&mut bytes.as_slice(), 64);
+        }
+
+        /// A valid header followed by arbitrary bodies of the announced
+        /// length: the body decoder itself is fuzzed.
+        #[test]
+        fn arbitrary_bodies_behind_a_valid_header(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut frame = Vec::with_capacity(body.len() + 10);
+            frame.extend_from_slice(&MAGIC);
+            frame.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+            frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            frame.extend_from_slice(&body);
+            let _ = decode_frame::<Request>(&frame);
+            let _ = decode_frame::<Reply>(&frame);
+        }
+
+        /// Any request survives the round trip.
+        #[test]
+        fn requests_round_trip(
+            uid in ".{0,40}",
+            task in "[a-z_]{1,20}",
+            input in proptest::collection::vec(any::<u8>(), 0..300),
+            fuel in proptest::option::of(any::<u64>()),
+            epoch in any::<bool>(),
+        ) {
+            let request = Request {
+                uid,
+                artifact: "/cache/x.cwasm".into(),
+                flavor: EngineFlavor { fuel: fuel.is_some(), epoch },
+                task,
+                input,
+                limits: Limits { fuel, ..Limits::default() },
+                capabilities: Capabilities::default(),
+            };
+            let back: Request = decode_frame(&encode_frame(&request).unwrap()).unwrap();
+            prop_assert_eq!(back, request);
+        }
+    }
+}
