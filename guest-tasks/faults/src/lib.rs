@@ -117,3 +117,12 @@ pub fn flood(mib: u64) -> u64 {
 pub fn exit(code: i32) {
     std::process::exit(code);
 }
+
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts its own calls in a global: always 1 when every task gets a fresh
+/// instance.
+#[task]
+pub fn bump() -> u64 {
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+}

@@ -14,7 +14,7 @@ use crate::event::{EventStream, TaskEvent};
 use crate::handle::{decode_postcard, raw, RawResult, TaskHandle};
 use crate::job::{Hub, JobControl};
 use crate::module::{Artifact, Compiler, Module};
-use crate::process::{locate_worker, run_in_worker, WorkerRun};
+use crate::process::{locate_worker, Pool, PoolMode, WarmOptions, WorkerRun};
 use crate::{Capabilities, Error, Limits};
 
 /// Runs guest tasks in worker processes, at most `max_processes` at a time.
@@ -31,21 +31,21 @@ impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Executor")
             .field("max_processes", &self.shared.max_processes)
-            .field("worker", &self.shared.worker)
+            .field("mode", &self.shared.pool_mode)
             .finish_non_exhaustive()
     }
 }
 
 struct Shared {
     max_processes: usize,
-    worker: PathBuf,
+    pool: Arc<Pool>,
+    pool_mode: PoolMode,
     limits: Limits,
     capabilities: Capabilities,
     compiler: Compiler,
     hub: Arc<Hub>,
     /// Set by shutdown and abort: no more submissions.
     closed: AtomicBool,
-    work_dir: PathBuf,
     /// Owns the temporary cache and work directories, when not caller-given.
     _temp: Option<tempfile::TempDir>,
 }
@@ -67,9 +67,33 @@ pub struct ExecutorBuilder {
     cache_dir: Option<PathBuf>,
     limits: Limits,
     capabilities: Capabilities,
+    prestart: usize,
+    warm: Option<WarmOptions>,
 }
 
 impl ExecutorBuilder {
+    /// Keeps `n` idle worker processes started ahead of need (engine made,
+    /// waiting for a request), so that process start-up is off a task's
+    /// critical path. Each still serves exactly one task and exits. These
+    /// idle workers use no CPU and are not counted in `max_processes`, which
+    /// bounds the workers running tasks. Default 0. Ignored in warm mode.
+    pub fn prestart(mut self, n: usize) -> Self {
+        self.prestart = n;
+        self
+    }
+
+    /// Warm mode: each worker serves many tasks (each in a fresh wasm store
+    /// and instance, so tasks stay isolated from one another) and is replaced
+    /// after [`WarmOptions::max_tasks`] tasks, when it crashes, is killed (on
+    /// timeout or cancellation), or grows past [`WarmOptions::max_rss_bytes`].
+    /// Same API, errors and events; at most `max_processes` workers exist.
+    /// Off by default: a fresh process per task isolates tasks at the OS level
+    /// too.
+    pub fn warm(mut self, options: WarmOptions) -> Self {
+        self.warm = Some(options);
+        self
+    }
+
     /// Most worker processes alive at once (default: the number of CPUs).
     pub fn max_processes(mut self, n: usize) -> Self {
         self.max_processes = Some(n.max(1));
@@ -134,15 +158,19 @@ impl ExecutorBuilder {
         let max_processes = self
             .max_processes
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        let pool_mode = PoolMode {
+            warm: self.warm,
+            prestart: self.prestart,
+        };
         let shared = Arc::new(Shared {
             max_processes,
-            worker,
+            pool: Pool::new(worker, work_dir, pool_mode),
+            pool_mode,
             limits: self.limits,
             capabilities: self.capabilities,
             compiler: Compiler::new(cache_dir),
             hub: Arc::default(),
             closed: AtomicBool::new(false),
-            work_dir,
             _temp: Some(temp),
         });
         let (queue, jobs) = mpsc::unbounded_channel();
@@ -355,6 +383,7 @@ impl Executor {
             self.shared.hub.stop_all(&Error::ShutDown);
             self.shared.hub.drained().await;
         }
+        self.shared.pool.drain().await;
     }
 
     /// Immediate shutdown: refuses new tasks and stops every queued and
@@ -364,6 +393,7 @@ impl Executor {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.hub.stop_all(&Error::ShutDown);
         self.shared.hub.drained().await;
+        self.shared.pool.drain().await;
     }
 
     fn enqueue<O>(
@@ -484,14 +514,10 @@ async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent) {
                 limits: job.limits.to_wire(),
                 capabilities: job.capabilities.to_wire(),
             };
-            run_in_worker(
-                &shared.worker,
-                &shared.work_dir,
-                &request,
-                job.limits.get_timeout(),
-                control.stop_signal(),
-            )
-            .await
+            shared
+                .pool
+                .run(&request, job.limits.get_timeout(), control.stop_signal())
+                .await
         }
         Err(error) => WorkerRun {
             pid: None,

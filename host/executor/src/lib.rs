@@ -49,4 +49,4 @@ pub use executor::{Executor, ExecutorBuilder, TaskOptions};
 pub use handle::TaskHandle;
 pub use limits::Limits;
 pub use module::Module;
-pub use process::{WORKER_ENV, WORKER_PROGRAM};
+pub use process::{WarmOptions, WORKER_ENV, WORKER_PROGRAM};

@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use asyncer_protocol::{decode_frame, encode_frame, Reply, Request};
+use std::sync::Arc;
+
+use asyncer_protocol::{decode_frame, encode_frame, Reply, Request, FRAME_HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
 
 use crate::Error;
@@ -65,7 +67,7 @@ pub(crate) fn locate_worker(explicit: Option<&Path>) -> Result<PathBuf, Error> {
     })
 }
 
-/// What became of one worker process.
+/// What became of one task's trip to a worker.
 pub(crate) struct WorkerRun {
     pub(crate) pid: Option<u32>,
     pub(crate) exit_status: Option<String>,
@@ -73,162 +75,360 @@ pub(crate) struct WorkerRun {
     pub(crate) reply: Result<Reply, Error>,
 }
 
-/// Starts a worker, sends `request`, and waits for its reply and its exit.
-/// The child is always reaped before this returns.
-pub(crate) async fn run_in_worker(
-    program: &Path,
-    work_dir: &Path,
-    request: &Request,
-    host_timeout: Option<Duration>,
-    mut stop: watch::Receiver<Option<Error>>,
-) -> WorkerRun {
-    let started_at = std::time::SystemTime::now();
-    let mut run = WorkerRun {
-        pid: None,
-        exit_status: None,
-        started_at,
-        reply: Err(Error::Cancelled),
-    };
-    let frame = match encode_frame(request) {
-        Ok(frame) => frame,
-        Err(e) => {
-            run.reply = Err(Error::Decode {
-                message: format!("cannot encode the request: {e}"),
-            });
-            return run;
-        }
-    };
-    let mut child = match Command::new(program)
-        .arg("--parent-pid")
-        .arg(OsString::from(std::process::id().to_string()))
-        .env_clear()
-        .current_dir(work_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => {
-            run.reply = Err(Error::SpawnFailed {
-                message: format!("cannot start {}: {e}", program.display()),
-            });
-            return run;
-        }
-    };
-    let pid = child.id().unwrap_or(0);
-    run.pid = Some(pid);
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let max_reply = request.limits.max_output_bytes + 2 * request.limits.max_log_bytes + (1 << 16);
-
-    let exchange = async {
-        // The worker reads its whole request before writing anything, and a
-        // write error only means it died early: its exit status tells why.
-        let write = async {
-            let _ = stdin.write_all(&frame).await;
-            drop(stdin);
-        };
-        let (_, out, err) = tokio::join!(
-            write,
-            read_bounded(stdout, max_reply),
-            read_tail(stderr, STDERR_TAIL_BYTES)
-        );
-        (out, err)
-    };
-    let timed = async {
-        match host_timeout {
-            Some(timeout) => tokio::time::timeout(timeout + KILL_GRACE, exchange)
-                .await
-                .map_err(|_| Error::Timeout { timeout }),
-            None => Ok(exchange.await),
-        }
-    };
-    let stopped = async {
-        let reason = stop.wait_for(Option::is_some).await.map(|r| r.clone());
-        match reason {
-            Ok(reason) => reason.unwrap_or(Error::Cancelled),
-            // The job went away: nobody can stop it any more.
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let exchanged = tokio::select! {
-        exchanged = timed => exchanged,
-        reason = stopped => Err(reason),
-    };
-    let (out, err_tail) = match exchanged {
-        Ok(result) => result,
-        Err(error) => {
-            let _ = child.start_kill();
-            let status = child.wait().await;
-            run.exit_status = status.ok().map(describe);
-            run.reply = Err(error);
-            return run;
-        }
-    };
-    let status = match out {
-        // A reply larger than allowed: stop the worker rather than read on.
-        Err(_) => {
-            let _ = child.start_kill();
-            child.wait().await
-        }
-        Ok(_) => child.wait().await,
-    };
-    run.exit_status = status.as_ref().ok().map(|s| describe(*s));
-    let crashed = |why: &str| Error::WorkerCrashed {
-        pid,
-        status: match &status {
-            Ok(s) => format!("{}; {why}", describe(*s)),
-            Err(e) => format!("wait failed: {e}; {why}"),
-        },
-        stderr_tail: String::from_utf8_lossy(&err_tail).into_owned(),
-    };
-    run.reply = match out {
-        Err(too_much) => Err(Error::OutputTooLarge {
-            message: format!("worker reply exceeds {too_much} bytes"),
-        }),
-        Ok(bytes) if bytes.is_empty() => Err(crashed("no reply")),
-        Ok(bytes) => match decode_frame::<Reply>(&bytes) {
-            Ok(reply) if status.as_ref().is_ok_and(ExitStatus::success) => Ok(reply),
-            Ok(_) => Err(crashed("replied, then failed")),
-            Err(e) => Err(crashed(&format!("unreadable reply: {e}"))),
-        },
-    };
-    run
+/// How workers are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolMode {
+    /// `Some`: warm mode, a worker serves many tasks.
+    pub(crate) warm: Option<WarmOptions>,
+    /// Idle workers started ahead of need (fresh-process mode only).
+    pub(crate) prestart: usize,
 }
 
-/// Reads everything, failing with the limit once more than `max` bytes come.
-async fn read_bounded(reader: impl AsyncRead + Unpin, max: u64) -> Result<Vec<u8>, u64> {
-    let mut buf = Vec::new();
-    let read = reader.take(max + 1).read_to_end(&mut buf).await;
-    if buf.len() as u64 > max {
-        return Err(max);
+/// Warm mode: each worker serves many tasks, each in a fresh wasm store and
+/// instance, and is replaced after `max_tasks` tasks, after any failure that
+/// kills it, or once its resident memory exceeds `max_rss_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmOptions {
+    /// Tasks a worker serves before it is replaced.
+    pub max_tasks: u64,
+    /// Resident memory past which a worker is replaced after its task.
+    pub max_rss_bytes: u64,
+}
+
+impl Default for WarmOptions {
+    /// 1,000 tasks or 512 MiB, whichever comes first.
+    fn default() -> Self {
+        WarmOptions {
+            max_tasks: 1000,
+            max_rss_bytes: 512 << 20,
+        }
     }
-    let _ = read;
-    Ok(buf)
 }
 
-/// Reads to the end, keeping only the last `keep` bytes.
-async fn read_tail(mut reader: impl AsyncRead + Unpin, keep: usize) -> Vec<u8> {
-    let mut tail = Vec::new();
+/// The worker processes of one executor: spawns them, hands them requests,
+/// keeps idle ones (spawned ahead, or warm), and always reaps them.
+pub(crate) struct Pool {
+    program: PathBuf,
+    work_dir: PathBuf,
+    mode: PoolMode,
+    idle: std::sync::Mutex<Vec<Worker>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// One live worker process.
+struct Worker {
+    child: Child,
+    pid: u32,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+    stderr_tail: Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr_done: tokio::task::JoinHandle<()>,
+    tasks_served: u64,
+}
+
+/// Why no reply frame came.
+enum NoReply {
+    /// The stream ended or failed: the worker died.
+    Gone(String),
+    /// The reply is larger than allowed.
+    TooLarge(u64),
+}
+
+impl Pool {
+    pub(crate) fn new(program: PathBuf, work_dir: PathBuf, mode: PoolMode) -> Arc<Self> {
+        let pool = Arc::new(Pool {
+            program,
+            work_dir,
+            mode,
+            idle: std::sync::Mutex::new(Vec::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        pool.refill();
+        pool
+    }
+
+    fn spawn_worker(&self, prewarm: bool) -> Result<Worker, Error> {
+        let mut command = Command::new(&self.program);
+        command
+            .arg("--parent-pid")
+            .arg(OsString::from(std::process::id().to_string()));
+        if prewarm {
+            command.arg("--prewarm");
+        }
+        let mut child = command
+            .env_clear()
+            .current_dir(&self.work_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::SpawnFailed {
+                message: format!("cannot start {}: {e}", self.program.display()),
+            })?;
+        let pid = child.id().unwrap_or(0);
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stderr_tail = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr_done = tokio::spawn(keep_tail(stderr, stderr_tail.clone(), STDERR_TAIL_BYTES));
+        Ok(Worker {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take().expect("stdout is piped"),
+            child,
+            pid,
+            stderr_tail,
+            stderr_done,
+            tasks_served: 0,
+        })
+    }
+
+    /// Starts idle workers until `prestart` are waiting (fresh-process mode).
+    fn refill(self: &Arc<Self>) {
+        if self.mode.warm.is_some() || self.mode.prestart == 0 {
+            return;
+        }
+        let missing = self
+            .mode
+            .prestart
+            .saturating_sub(self.idle.lock().expect("idle poisoned").len());
+        for _ in 0..missing {
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            match self.spawn_worker(true) {
+                Ok(worker) => self.idle.lock().expect("idle poisoned").push(worker),
+                Err(e) => {
+                    tracing::warn!("cannot start a worker ahead of time: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// An idle worker that is still alive, if any.
+    fn take_idle(&self) -> Option<Worker> {
+        loop {
+            let mut worker = self.idle.lock().expect("idle poisoned").pop()?;
+            match worker.child.try_wait() {
+                Ok(None) => return Some(worker),
+                // It died while idle: reap it (done by try_wait) and look on.
+                _ => continue,
+            }
+        }
+    }
+
+    /// Runs one request in a worker; the worker is reaped before this returns
+    /// unless it goes back to the warm pool.
+    pub(crate) async fn run(
+        self: &Arc<Self>,
+        request: &Request,
+        host_timeout: Option<Duration>,
+        mut stop: watch::Receiver<Option<Error>>,
+    ) -> WorkerRun {
+        let started_at = std::time::SystemTime::now();
+        let mut run = WorkerRun {
+            pid: None,
+            exit_status: None,
+            started_at,
+            reply: Err(Error::Cancelled),
+        };
+        let frame = match encode_frame(request) {
+            Ok(frame) => frame,
+            Err(e) => {
+                run.reply = Err(Error::Decode {
+                    message: format!("cannot encode the request: {e}"),
+                });
+                return run;
+            }
+        };
+        let warm = self.mode.warm;
+        let taken = self.take_idle();
+        if taken.is_some() && warm.is_none() {
+            let pool = self.clone();
+            tokio::spawn(async move { pool.refill() });
+        }
+        let mut worker = match taken.map_or_else(|| self.spawn_worker(false), Ok) {
+            Ok(worker) => worker,
+            Err(error) => {
+                run.reply = Err(error);
+                return run;
+            }
+        };
+        run.pid = Some(worker.pid);
+        let max_reply =
+            request.limits.max_output_bytes + 2 * request.limits.max_log_bytes + (1 << 16);
+
+        let exchange = async {
+            let Some(stdin) = worker.stdin.as_mut() else {
+                return Err(NoReply::Gone("stdin already closed".into()));
+            };
+            // A write error only means the worker died: the read says so.
+            let _ = stdin.write_all(&frame).await;
+            let _ = stdin.flush().await;
+            if warm.is_none() {
+                // One task per process: EOF tells the worker to exit after it.
+                worker.stdin = None;
+            }
+            read_reply(&mut worker.stdout, max_reply).await
+        };
+        let timed = async {
+            match host_timeout {
+                Some(timeout) => tokio::time::timeout(timeout + KILL_GRACE, exchange)
+                    .await
+                    .map_err(|_| Error::Timeout { timeout }),
+                None => Ok(exchange.await),
+            }
+        };
+        let stopped = async {
+            let reason = stop.wait_for(Option::is_some).await.map(|r| r.clone());
+            match reason {
+                Ok(reason) => reason.unwrap_or(Error::Cancelled),
+                // The job went away: nobody can stop it any more.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let exchanged = tokio::select! {
+            exchanged = timed => exchanged,
+            reason = stopped => Err(reason),
+        };
+        let reply = match exchanged {
+            Ok(Ok(bytes)) => decode_frame::<Reply>(&bytes)
+                .map_err(|e| NoReply::Gone(format!("unreadable reply: {e}"))),
+            Ok(Err(no_reply)) => Err(no_reply),
+            Err(error) => {
+                // Timed out or stopped: kill and reap.
+                let status = worker.kill().await;
+                run.exit_status = status;
+                run.reply = Err(error);
+                return run;
+            }
+        };
+        match reply {
+            Ok(reply) => {
+                worker.tasks_served += 1;
+                let keep = warm.is_some_and(|warm| {
+                    worker.tasks_served < warm.max_tasks
+                        && reply.usage.worker_rss_bytes <= warm.max_rss_bytes
+                        && !self.closed.load(std::sync::atomic::Ordering::SeqCst)
+                });
+                if keep {
+                    self.idle.lock().expect("idle poisoned").push(worker);
+                    run.reply = Ok(reply);
+                    return run;
+                }
+                let status = worker.retire().await;
+                run.reply = match &status {
+                    Ok(status) if status.success() => Ok(reply),
+                    _ => Err(worker.crash_report(&status, "replied, then failed").await),
+                };
+                run.exit_status = status.ok().map(describe);
+            }
+            Err(NoReply::TooLarge(max)) => {
+                run.exit_status = worker.kill().await;
+                run.reply = Err(Error::OutputTooLarge {
+                    message: format!("worker reply exceeds {max} bytes"),
+                });
+            }
+            Err(NoReply::Gone(why)) => {
+                let status = worker.retire().await;
+                run.reply = Err(worker.crash_report(&status, &why).await);
+                run.exit_status = status.ok().map(describe);
+            }
+        }
+        run
+    }
+
+    /// Closes the pool: no more workers are started ahead, and every idle
+    /// worker is told to exit and reaped.
+    pub(crate) async fn drain(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let idle = std::mem::take(&mut *self.idle.lock().expect("idle poisoned"));
+        for mut worker in idle {
+            let _ = worker.retire().await;
+        }
+    }
+}
+
+impl Worker {
+    /// Kills and reaps the worker, returning how it ended.
+    async fn kill(&mut self) -> Option<String> {
+        let _ = self.child.start_kill();
+        self.child.wait().await.ok().map(describe)
+    }
+
+    /// Closes its stdin so that it exits, and reaps it (killing it if it does
+    /// not exit promptly).
+    async fn retire(&mut self) -> std::io::Result<ExitStatus> {
+        self.stdin = None;
+        match tokio::time::timeout(RETIRE_GRACE, self.child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                let _ = self.child.start_kill();
+                self.child.wait().await
+            }
+        }
+    }
+
+    async fn crash_report(&mut self, status: &std::io::Result<ExitStatus>, why: &str) -> Error {
+        // The worker is gone, so its stderr reaches EOF soon.
+        let _ = tokio::time::timeout(RETIRE_GRACE, &mut self.stderr_done).await;
+        let tail = self.stderr_tail.lock().expect("tail poisoned").clone();
+        Error::WorkerCrashed {
+            pid: self.pid,
+            status: match status {
+                Ok(s) => format!("{}; {why}", describe(*s)),
+                Err(e) => format!("wait failed: {e}; {why}"),
+            },
+            stderr_tail: String::from_utf8_lossy(&tail).into_owned(),
+        }
+    }
+}
+
+/// How long a retiring worker may take to exit before it is killed.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
+/// Reads exactly one reply frame (header and body), refusing bodies over
+/// `max` bytes before reading them.
+async fn read_reply(reader: &mut (impl AsyncRead + Unpin), max: u64) -> Result<Vec<u8>, NoReply> {
+    let mut frame = vec![0u8; FRAME_HEADER_LEN];
+    if let Err(e) = reader.read_exact(&mut frame).await {
+        return Err(NoReply::Gone(
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "no reply".to_string()
+            } else {
+                format!("reading the reply failed: {e}")
+            },
+        ));
+    }
+    let len = u64::from(u32::from_le_bytes([frame[6], frame[7], frame[8], frame[9]]));
+    if len > max {
+        return Err(NoReply::TooLarge(max));
+    }
+    frame.resize(FRAME_HEADER_LEN + len as usize, 0);
+    reader
+        .read_exact(&mut frame[FRAME_HEADER_LEN..])
+        .await
+        .map_err(|e| NoReply::Gone(format!("reply cut short: {e}")))?;
+    Ok(frame)
+}
+
+/// Reads `reader` to its end, keeping only the last `keep` bytes in `tail`.
+async fn keep_tail(
+    mut reader: impl AsyncRead + Unpin,
+    tail: Arc<std::sync::Mutex<Vec<u8>>>,
+    keep: usize,
+) {
     let mut chunk = [0u8; 4096];
     loop {
         match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let mut tail = tail.lock().expect("tail poisoned");
                 tail.extend_from_slice(&chunk[..n]);
-                if tail.len() > 2 * keep {
-                    tail.drain(..tail.len() - keep);
-                }
+                let excess = tail.len().saturating_sub(keep);
+                tail.drain(..excess);
             }
         }
     }
-    if tail.len() > keep {
-        tail.drain(..tail.len() - keep);
-    }
-    tail
 }
 
 /// `"exit code 3"` or `"signal 9 (SIGKILL)"`.

@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 4] = *b"ASYN";
 /// Version of the frame layout and of the message types below.
 pub const PROTOCOL_VERSION: u16 = 1;
+/// Bytes before a frame's body: magic, version, body length.
+pub const FRAME_HEADER_LEN: usize = 10;
 
 /// Guest ABI v1: the exported linear memory.
 pub const ABI_MEMORY_EXPORT: &str = "memory";
@@ -196,6 +198,9 @@ pub struct Usage {
     pub peak_memory_bytes: u64,
     /// Time spent inside the worker running the task (load included).
     pub run_time: Duration,
+    /// The worker process's resident set size after the task, in bytes
+    /// (the executor recycles warm workers that grow too much).
+    pub worker_rss_bytes: u64,
 }
 
 /// The stable kinds of task failure; [`ErrorKind::as_str`] is the CLI's
@@ -318,7 +323,7 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), 
         len: body.len() as u64,
         max: u32::MAX.into(),
     })?;
-    let mut header = [0u8; 10];
+    let mut header = [0u8; FRAME_HEADER_LEN];
     header[..4].copy_from_slice(&MAGIC);
     header[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     header[6..].copy_from_slice(&len.to_le_bytes());
@@ -347,7 +352,7 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
     r: &mut impl Read,
     max_len: u64,
 ) -> Result<T, FrameError> {
-    let mut header = [0u8; 10];
+    let mut header = [0u8; FRAME_HEADER_LEN];
     r.read_exact(&mut header)?;
     if header[..4] != MAGIC {
         return Err(FrameError::BadMagic);
@@ -399,6 +404,7 @@ mod tests {
                 fuel_consumed: Some(7),
                 peak_memory_bytes: 65536,
                 run_time: Duration::from_micros(1500),
+                worker_rss_bytes: 1 << 20,
             },
             stdout: b"hi".to_vec(),
             stderr: vec![],

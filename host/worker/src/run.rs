@@ -1,15 +1,16 @@
 //! Running one task: instantiate, call the `task:NAME` export, read the
 //! result envelope, and account for what the guest used.
 
-use std::io::{Read, Write};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use asyncer_protocol::{
-    read_frame, write_frame, Capabilities, EngineFlavor, ErrorKind, Failure, Limits, Reply,
-    Request, Usage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT, ABI_MEMORY_EXPORT, ABI_TASK_PREFIX,
-    ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
+    read_frame, write_frame, Capabilities, EngineFlavor, ErrorKind, Failure, FrameError, Limits,
+    Reply, Request, Usage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT, ABI_MEMORY_EXPORT,
+    ABI_TASK_PREFIX, ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
 };
 use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -184,6 +185,7 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
             fuel_consumed,
             peak_memory_bytes: store.data().limiter.peak_memory_bytes,
             run_time: started.elapsed(),
+            worker_rss_bytes: 0,
         },
         stdout,
         stderr,
@@ -296,62 +298,125 @@ fn open_envelope(envelope: &[u8]) -> Result<Vec<u8>, CallError> {
     }
 }
 
-/// Loads the request's precompiled artifact and runs its task.
-async fn run_request(request: &Request) -> Reply {
-    let failed = Reply::failed;
-    let setup = || -> wasmtime::Result<(Engine, Module, Linker<StoreState>)> {
+/// Engines, linkers and loaded modules a worker keeps between the tasks it
+/// serves (one in the default mode, many in warm mode).
+#[derive(Default)]
+struct WorkerCache {
+    engines: HashMap<(EngineFlavor, usize), (Engine, Linker<StoreState>)>,
+    modules: HashMap<(String, EngineFlavor, usize), Module>,
+}
+
+/// Most modules a warm worker keeps loaded.
+const MAX_CACHED_MODULES: usize = 16;
+
+impl WorkerCache {
+    fn engine(
+        &mut self,
+        flavor: EngineFlavor,
+        stack: usize,
+    ) -> wasmtime::Result<(Engine, Linker<StoreState>)> {
+        if let Some(found) = self.engines.get(&(flavor, stack)) {
+            return Ok(found.clone());
+        }
+        let engine = Engine::new(&crate::engine_config_with_stack(flavor, stack))?;
+        let linker = crate::new_linker(&engine)?;
+        self.engines
+            .insert((flavor, stack), (engine.clone(), linker.clone()));
+        Ok((engine, linker))
+    }
+
+    fn module(
+        &mut self,
+        engine: &Engine,
+        request: &Request,
+        stack: usize,
+    ) -> wasmtime::Result<Module> {
+        let key = (request.artifact.clone(), request.flavor, stack);
+        if let Some(module) = self.modules.get(&key) {
+            return Ok(module.clone());
+        }
+        // SAFETY: the artifact was written by the host's cache with
+        // `Module::serialize` for this very engine configuration, under a
+        // content-addressed name that is never rewritten while in use.
+        #[allow(unsafe_code)]
+        let module = unsafe { Module::deserialize_file(engine, &request.artifact)? };
+        if self.modules.len() >= MAX_CACHED_MODULES {
+            self.modules.clear();
+        }
+        self.modules.insert(key, module.clone());
+        Ok(module)
+    }
+
+    /// Loads the request's precompiled artifact (once) and runs its task.
+    async fn run(&mut self, request: &Request) -> Reply {
         let stack = request
             .limits
             .max_wasm_stack
             .map_or(crate::MAX_WASM_STACK, |s| {
                 usize::try_from(s).unwrap_or(usize::MAX)
             });
-        let engine = Engine::new(&crate::engine_config_with_stack(request.flavor, stack))?;
-        // SAFETY: the artifact was written by the host's cache with
-        // `Module::serialize` for this very engine configuration, under a
-        // content-addressed name that is never rewritten while in use.
-        #[allow(unsafe_code)]
-        let module = unsafe { Module::deserialize_file(&engine, &request.artifact)? };
-        let linker = crate::new_linker(&engine)?;
-        Ok((engine, module, linker))
-    };
-    let (engine, module, linker) = match setup() {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            return failed(Failure::new(
-                ErrorKind::InvalidModule,
-                format!("cannot load artifact {}: {e:#}", request.artifact),
-            ))
-        }
-    };
-    run_loaded(LoadedTask {
-        engine: &engine,
-        linker: &linker,
-        module: &module,
-        flavor: request.flavor,
-        task: &request.task,
-        input: &request.input,
-        limits: &request.limits,
-        capabilities: &request.capabilities,
-    })
-    .await
+        let loaded = self
+            .engine(request.flavor, stack)
+            .and_then(|(engine, linker)| {
+                Ok((self.module(&engine, request, stack)?, engine, linker))
+            });
+        let (module, engine, linker) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                return Reply::failed(Failure::new(
+                    ErrorKind::InvalidModule,
+                    format!("cannot load artifact {}: {e:#}", request.artifact),
+                ))
+            }
+        };
+        let mut reply = run_loaded(LoadedTask {
+            engine: &engine,
+            linker: &linker,
+            module: &module,
+            flavor: request.flavor,
+            task: &request.task,
+            input: &request.input,
+            limits: &request.limits,
+            capabilities: &request.capabilities,
+        })
+        .await;
+        reply.usage.worker_rss_bytes = resident_set_bytes();
+        reply
+    }
 }
 
-/// The worker program: reads one request from stdin, runs it, writes one
-/// reply to stdout. Exit code 0 when a reply was written (whatever the task's
-/// outcome), 3 when the request could not be read, 4 when the reply could not
-/// be written.
+/// This process's resident set size (Linux; 0 elsewhere).
+fn resident_set_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Reads the next request, or `None` when stdin is closed between requests.
+fn next_request(stdin: &mut impl BufRead) -> Result<Option<Request>, FrameError> {
+    if stdin.fill_buf()?.is_empty() {
+        return Ok(None);
+    }
+    read_frame(stdin, MAX_REQUEST_BYTES).map(Some)
+}
+
+/// The worker program: serves requests from stdin, one reply each on stdout,
+/// until stdin is closed. The executor sends one request and closes stdin
+/// (a fresh process per task), or keeps the pipe open in warm mode.
+///
+/// With `--prewarm`, the default engine and the WASI linker are made before
+/// the first request arrives (for spawned-ahead workers).
+///
+/// Exit code 0 when stdin was closed between requests, 3 when a request could
+/// not be read, 4 when a reply could not be written.
 pub fn serve_stdio() -> ExitCode {
     crate::hygiene::harden();
-    let request: Request = match read_frame(&mut std::io::stdin().lock(), MAX_REQUEST_BYTES) {
-        Ok(request) => request,
-        Err(e) => {
-            eprintln!("asyncer-worker: cannot read request: {e}");
-            return ExitCode::from(3);
-        }
-    };
-    // Nothing else is read from stdin.
-    let _ = std::io::stdin().lock().read(&mut [0u8; 0]);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -362,13 +427,25 @@ pub fn serve_stdio() -> ExitCode {
             return ExitCode::from(4);
         }
     };
-    let reply = runtime.block_on(run_request(&request));
+    let mut cache = WorkerCache::default();
+    if std::env::args().any(|arg| arg == "--prewarm") {
+        let _ = cache.engine(EngineFlavor::default(), crate::MAX_WASM_STACK);
+    }
+    let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
-    match write_frame(&mut stdout, &reply).and_then(|()| Ok(stdout.flush()?)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    loop {
+        let request = match next_request(&mut stdin) {
+            Ok(Some(request)) => request,
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("asyncer-worker: cannot read request: {e}");
+                return ExitCode::from(3);
+            }
+        };
+        let reply = runtime.block_on(cache.run(&request));
+        if let Err(e) = write_frame(&mut stdout, &reply).and_then(|()| Ok(stdout.flush()?)) {
             eprintln!("asyncer-worker: cannot write reply: {e}");
-            ExitCode::from(4)
+            return ExitCode::from(4);
         }
     }
 }

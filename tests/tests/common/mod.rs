@@ -85,6 +85,9 @@ pub fn children() -> Vec<u32> {
         let mut fields = rest.split_whitespace();
         let _state = fields.next();
         if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(me) {
+            if std::env::var_os("DEBUG_CHILDREN").is_some() {
+                eprintln!("child {pid}: {stat}");
+            }
             out.push(pid);
         }
     }
