@@ -3,21 +3,30 @@
 
 CARGO ?= cargo
 
-.PHONY: run test setup lint
+.PHONY: run test setup lint bench
 
 setup:
 	rustup target add wasm32-wasip1
 
 # The seed demonstration: 8 heavy tasks through 4 worker processes, then the
 # same 8 in-process on the event loop. Pass arguments with ARGS="--n 10000000".
+# The worker is built on its own so that it stays lean (no compiler: cargo
+# would otherwise unify it with the host's cranelift feature).
 run: setup
-	$(CARGO) build --release -p asyncer-worker -p asyncer-examples
+	$(CARGO) build --release -p asyncer-worker
+	$(CARGO) build --release -p asyncer-examples
 	./target/release/seed $(ARGS)
 
 # Unit, integration (real worker processes) and doc tests; guests are built
 # by tests/build.rs.
 test: setup
 	$(CARGO) test --workspace
+
+# The benchmark table (see README, Performance). Same lean-worker build as run.
+bench: setup
+	$(CARGO) build --release -p asyncer-worker
+	$(CARGO) build --release -p asyncer-examples
+	./target/release/bench $(ARGS)
 
 lint:
 	$(CARGO) fmt --all --check

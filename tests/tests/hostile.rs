@@ -188,13 +188,21 @@ async fn burning_fuel_runs_out_and_metered_runs_report_fuel() {
             &module,
             "small",
             &(),
-            TaskOptions::new().limits(Limits::default().fuel(1_000)),
+            TaskOptions::new()
+                .uid("small")
+                .limits(Limits::default().fuel(1_000)),
         )
         .unwrap()
         .await
         .unwrap();
     assert_eq!(out, 42);
-    let event = events.recv().await.unwrap();
+    // The burn task's event may arrive after its handle resolved: pick ours.
+    let event = loop {
+        let event = events.recv().await.unwrap();
+        if event.uid == "small" {
+            break event;
+        }
+    };
     let fuel = event.fuel_consumed.expect("metered");
     assert!(fuel > 0 && fuel < 1_000, "{fuel}");
 }

@@ -30,13 +30,34 @@ pub struct HeavyOutput {
 
 /// `sum(i * i for i in 0..n)`, computed term by term: `black_box` keeps the
 /// compiler from replacing the loop with the closed formula.
+///
+/// Below 2^32 a square fits in a `u64`, so the product is a 64-bit multiply
+/// (one instruction in wasm as natively) and only the sum is a `u128`; wasm
+/// has no 64×64→128 multiply, so a `u128` product would be a library call.
+/// Larger `i` take the `u128` path; the result is exact for every `n`.
 pub fn sum_of_squares(n: u64) -> u128 {
+    sum_of_squares_in(0, n)
+}
+
+/// `sum(i * i for i in from..to)`, as [`sum_of_squares`].
+pub fn sum_of_squares_in(from: u64, to: u64) -> u128 {
+    const SMALL: u64 = 1 << 32;
     let mut acc: u128 = 0;
-    for i in 0..n {
+    for i in from.min(SMALL)..to.min(SMALL) {
+        let i = std::hint::black_box(i);
+        acc += u128::from(i * i);
+    }
+    for i in from.max(SMALL)..to.max(SMALL) {
         let i = u128::from(std::hint::black_box(i));
         acc += i * i;
     }
     acc
+}
+
+/// The CPU part of [`heavy`] alone, for compute benchmarks.
+#[task]
+pub fn sum_squares(n: u64) -> u128 {
+    sum_of_squares(n)
 }
 
 /// The seed's task: CPU work, then an async sleep of 10 ms.
@@ -53,6 +74,15 @@ pub async fn heavy(input: HeavyInput) -> HeavyOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_u128_path_past_2_pow_32_is_exact() {
+        let start = 1u64 << 32;
+        let direct: u128 = (start - 3..start + 5)
+            .map(|i| u128::from(i) * u128::from(i))
+            .sum();
+        assert_eq!(sum_of_squares_in(start - 3, start + 5), direct);
+    }
 
     #[test]
     fn matches_the_closed_formula() {

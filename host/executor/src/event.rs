@@ -36,6 +36,8 @@ pub struct TaskEvent {
     pub fuel_consumed: Option<u64>,
     /// Largest linear memory size reached, in bytes.
     pub peak_memory_bytes: u64,
+    /// The worker process's resident set size after the task, in bytes.
+    pub worker_rss_bytes: u64,
     /// Input size in bytes.
     pub bytes_in: usize,
     /// Output size in bytes (0 on failure).

@@ -14,7 +14,7 @@ use crate::event::{EventStream, TaskEvent};
 use crate::handle::{decode_postcard, raw, RawResult, TaskHandle};
 use crate::job::{Hub, JobControl};
 use crate::module::{Artifact, Compiler, Module};
-use crate::process::{locate_worker, Pool, PoolMode, WarmOptions, WorkerRun};
+use crate::process::{locate_worker, ExitingWorker, Pool, PoolMode, WarmOptions, WorkerRun};
 use crate::{Capabilities, Error, Limits};
 
 /// Runs guest tasks in worker processes, at most `max_processes` at a time.
@@ -492,14 +492,28 @@ async fn runner(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
         }
         let shared = shared.clone();
         tokio::spawn(async move {
-            let (result, event) = run_job(&shared, &job).await;
+            let (result, mut event, exiting) = run_job(&shared, &job).await;
+            // The caller gets the result as soon as it is known; the worker
+            // is reaped after, still holding the slot, and the event (with
+            // the exit status) follows.
+            job.control.respond(result);
+            if let Some(exiting) = exiting {
+                event.exit_status = exiting.reap().await;
+                event.finished_at = SystemTime::now();
+                if let Some(started) = event.started_at {
+                    event.wall_time = event
+                        .finished_at
+                        .duration_since(started)
+                        .unwrap_or_default();
+                }
+            }
             drop(permit);
-            job.control.finish(result, event);
+            job.control.complete(event);
         });
     }
 }
 
-async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent) {
+async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent, Option<ExitingWorker>) {
     let control = &job.control;
     let flavor = job.limits.flavor();
     let artifact = artifact(shared, &job.module, flavor).await;
@@ -524,13 +538,15 @@ async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent) {
             exit_status: None,
             started_at: SystemTime::now(),
             reply: Err(error),
+            exiting: None,
         },
     };
     finish(job, run)
 }
 
 /// Turns a worker's run into the task's result and event.
-fn finish(job: &Job, run: WorkerRun) -> (RawResult, TaskEvent) {
+fn finish(job: &Job, mut run: WorkerRun) -> (RawResult, TaskEvent, Option<ExitingWorker>) {
+    let exiting = run.exiting.take();
     let control = &job.control;
     let finished_at = SystemTime::now();
     let mut reply = match run.reply {
@@ -544,7 +560,7 @@ fn finish(job: &Job, run: WorkerRun) -> (RawResult, TaskEvent) {
             event.wall_time = finished_at
                 .duration_since(run.started_at)
                 .unwrap_or_default();
-            return (result, event);
+            return (result, event, exiting);
         }
     };
     let result = std::mem::replace(&mut reply.outcome, Ok(Vec::new())).map_err(|failure| {
@@ -574,9 +590,10 @@ fn finish(job: &Job, run: WorkerRun) -> (RawResult, TaskEvent) {
         .unwrap_or_default();
     event.fuel_consumed = reply.usage.fuel_consumed;
     event.peak_memory_bytes = reply.usage.peak_memory_bytes;
+    event.worker_rss_bytes = reply.usage.worker_rss_bytes;
     event.stdout = reply.stdout;
     event.stderr = reply.stderr;
     event.stdout_dropped = reply.stdout_dropped;
     event.stderr_dropped = reply.stderr_dropped;
-    (result, event)
+    (result, event, exiting)
 }

@@ -153,10 +153,20 @@ impl JobControl {
         }
     }
 
-    /// Finishes a job that ran: publishes its event and sends its result.
-    pub(crate) fn finish(&self, result: RawResult, event: TaskEvent) {
+    /// Sends the result of a job that ran. Its event follows with
+    /// [`JobControl::complete`], once its worker is reaped.
+    pub(crate) fn respond(&self, result: RawResult) {
         *self.phase.lock().expect("phase poisoned") = Phase::Finished;
-        self.deliver(result, event);
+        if let Some(reply) = self.reply.lock().expect("reply poisoned").take() {
+            log_outcome(&self.uid, &self.task, &result);
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Publishes the event of a job that ran and forgets the job.
+    pub(crate) fn complete(&self, event: TaskEvent) {
+        self.hub.subscribers.publish(&event);
+        self.hub.remove(self.id);
     }
 
     /// The event of a job that never got a worker.
@@ -175,6 +185,7 @@ impl JobControl {
             wall_time: Default::default(),
             fuel_consumed: None,
             peak_memory_bytes: 0,
+            worker_rss_bytes: 0,
             bytes_in: self.bytes_in,
             bytes_out: result.as_ref().map_or(0, Vec::len),
             stdout: Vec::new(),
@@ -188,13 +199,21 @@ impl JobControl {
         let Some(reply) = self.reply.lock().expect("reply poisoned").take() else {
             return;
         };
-        if let Err(error) = &result {
-            tracing::warn!(uid = %self.uid, task = %self.task, pid = event.pid, kind = %error.kind(), "task failed: {error}");
-        } else {
-            tracing::debug!(uid = %self.uid, task = %self.task, pid = event.pid, "task finished");
-        }
+        log_outcome(&self.uid, &self.task, &result);
         self.hub.subscribers.publish(&event);
         let _ = reply.send(result);
         self.hub.remove(self.id);
+    }
+}
+
+/// Logs a task's outcome through `tracing`, with its uid.
+fn log_outcome(uid: &str, task: &str, result: &RawResult) {
+    match result {
+        Err(error) => {
+            tracing::warn!(uid = %uid, task = %task, kind = %error.kind(), "task failed: {error}")
+        }
+        Ok(output) => {
+            tracing::debug!(uid = %uid, task = %task, bytes_out = output.len(), "task finished")
+        }
     }
 }

@@ -73,6 +73,20 @@ pub(crate) struct WorkerRun {
     pub(crate) exit_status: Option<String>,
     pub(crate) started_at: std::time::SystemTime,
     pub(crate) reply: Result<Reply, Error>,
+    /// A worker that replied and is on its way out: reap it after the
+    /// result is delivered (the slot stays taken until then).
+    pub(crate) exiting: Option<ExitingWorker>,
+}
+
+/// A worker that has replied and was told to exit.
+pub(crate) struct ExitingWorker(Worker);
+
+impl ExitingWorker {
+    /// Waits for the worker to exit (killing it if it lingers) and says how
+    /// it ended.
+    pub(crate) async fn reap(mut self) -> Option<String> {
+        self.0.retire().await.ok().map(describe)
+    }
 }
 
 /// How workers are used.
@@ -230,6 +244,7 @@ impl Pool {
             exit_status: None,
             started_at,
             reply: Err(Error::Cancelled),
+            exiting: None,
         };
         let frame = match encode_frame(request) {
             Ok(frame) => frame,
@@ -315,12 +330,10 @@ impl Pool {
                     run.reply = Ok(reply);
                     return run;
                 }
-                let status = worker.retire().await;
-                run.reply = match &status {
-                    Ok(status) if status.success() => Ok(reply),
-                    _ => Err(worker.crash_report(&status, "replied, then failed").await),
-                };
-                run.exit_status = status.ok().map(describe);
+                // The reply is complete and valid: deliver it now, reap after.
+                worker.stdin = None;
+                run.reply = Ok(reply);
+                run.exiting = Some(ExitingWorker(worker));
             }
             Err(NoReply::TooLarge(max)) => {
                 run.exit_status = worker.kill().await;

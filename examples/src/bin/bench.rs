@@ -1,0 +1,479 @@
+//! asyncer's benchmark: `make bench`.
+//!
+//! Every figure is the median of `--runs` runs, next to a baseline measured
+//! in the same run (spawning `/bin/true`, the Python model asyncer grew from,
+//! running in-process, native code, an idle event loop) and their ratio.
+//! Nothing here is asserted: it reports.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use asyncer::{Executor, Limits, Module, WarmOptions};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "asyncer's benchmark")]
+struct Args {
+    /// Runs of each measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Sequential tasks per latency run.
+    #[arg(long, default_value_t = 300)]
+    latency_tasks: usize,
+    /// Tasks per throughput run.
+    #[arg(long, default_value_t = 2000)]
+    throughput_tasks: usize,
+    /// No-op tasks between the two host RSS readings (warm mode).
+    #[arg(long, default_value_t = 100_000)]
+    rss_tasks: usize,
+    /// n of the heavy task (sum of i*i for i < n).
+    #[arg(long, default_value_t = 200_000_000)]
+    heavy_n: u64,
+    /// n of the compute comparison.
+    #[arg(long, default_value_t = 300_000_000)]
+    compute_n: u64,
+}
+
+/// A guest that does nothing: the floor of a task's cost.
+const NOOP_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "asyncer_alloc") (param i32) (result i32) i32.const 1024)
+  (data (i32.const 16) "\00")
+  (func (export "task:noop") (param i32 i32) (result i64)
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 1))))"#;
+
+struct Row {
+    what: String,
+    value: String,
+    baseline: String,
+    ratio: String,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// (p50 ms, p99 ms) of `tasks` sequential no-op tasks.
+async fn latency(exec: &Executor, module: &Module, tasks: usize) -> Result<(f64, f64)> {
+    let mut lat = Vec::with_capacity(tasks);
+    for _ in 0..tasks {
+        let start = Instant::now();
+        let () = exec.submit(module, "noop", &())?.await?;
+        lat.push(ms(start.elapsed()));
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((percentile(&lat, 0.5), percentile(&lat, 0.99)))
+}
+
+/// Tasks per second with `tasks` no-op tasks submitted at once.
+async fn throughput(exec: &Executor, module: &Module, tasks: usize) -> Result<f64> {
+    let start = Instant::now();
+    let handles = (0..tasks)
+        .map(|_| exec.submit::<_, ()>(module, "noop", &()))
+        .collect::<Result<Vec<_>, _>>()?;
+    for handle in handles {
+        handle.await?;
+    }
+    Ok(tasks as f64 / start.elapsed().as_secs_f64())
+}
+
+/// (p50 ms, processes/s with 2 at a time) of spawning `/bin/true`.
+async fn spawn_floor(tasks: usize) -> Result<(f64, f64)> {
+    let spawn = || async {
+        tokio::process::Command::new("/bin/true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .await
+    };
+    let mut lat = Vec::new();
+    for _ in 0..tasks {
+        let start = Instant::now();
+        spawn().await?;
+        lat.push(ms(start.elapsed()));
+    }
+    lat.sort_by(f64::total_cmp);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(2));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let slots = slots.clone();
+        set.spawn_local(async move {
+            let _permit = slots.acquire_owned().await;
+            let _ = spawn().await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+    Ok((
+        percentile(&lat, 0.5),
+        tasks as f64 / start.elapsed().as_secs_f64(),
+    ))
+}
+
+/// The Python model's (p50 ms, p99 ms, tasks/s), if python3 is here.
+fn python_baseline(args: &Args) -> Option<(f64, f64, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python_baseline.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg(args.latency_tasks.to_string())
+        .arg((args.throughput_tasks / 2).to_string())
+        .output()
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some((
+        value["p50_ms"].as_f64()?,
+        value["p99_ms"].as_f64()?,
+        value["tasks_per_s"].as_f64()?,
+    ))
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn executor(max: usize, prestart: usize, warm: bool) -> Result<Executor> {
+    let mut builder = Executor::builder().max_processes(max).prestart(prestart);
+    if warm {
+        builder = builder.warm(WarmOptions::default());
+    }
+    Ok(builder.build()?)
+}
+
+async fn noop_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let (floor_p50, floor_tput) = {
+        let mut p50s = Vec::new();
+        let mut tputs = Vec::new();
+        for _ in 0..args.runs {
+            let (p50, tput) = spawn_floor(args.latency_tasks).await?;
+            p50s.push(p50);
+            tputs.push(tput);
+        }
+        (median(p50s), median(tputs))
+    };
+    rows.push(Row {
+        what: "floor: spawn /bin/true (p50 latency; /s with 2 at a time)".into(),
+        value: format!("{floor_p50:.2} ms; {floor_tput:.0}/s"),
+        baseline: "-".into(),
+        ratio: "-".into(),
+    });
+    let python = python_baseline(args);
+    if let Some((p50, p99, tput)) = python {
+        rows.push(Row {
+            what: "baseline: Python model (asyncio + a Process per task, 2 at a time)".into(),
+            value: format!("p50 {p50:.2} ms, p99 {p99:.2} ms, {tput:.0} tasks/s"),
+            baseline: "-".into(),
+            ratio: "-".into(),
+        });
+    }
+    for (label, prestart, warm) in [
+        ("fresh process per task", 0, false),
+        ("fresh process per task, 2 spawned ahead", 2, false),
+        ("warm mode", 0, true),
+    ] {
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
+        let mut tputs = Vec::new();
+        for _ in 0..args.runs {
+            let exec = executor(2, prestart, warm)?;
+            let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+            // One task first, so that start-up is not in the figures.
+            exec.submit::<_, ()>(&module, "noop", &())?.await?;
+            let (p50, p99) = latency(&exec, &module, args.latency_tasks).await?;
+            let tasks = if warm {
+                args.throughput_tasks * 10
+            } else {
+                args.throughput_tasks
+            };
+            tputs.push(throughput(&exec, &module, tasks).await?);
+            p50s.push(p50);
+            p99s.push(p99);
+            exec.shutdown(Duration::from_secs(5)).await;
+        }
+        let (p50, p99, tput) = (median(p50s), median(p99s), median(tputs));
+        let (baseline, ratio) = match python {
+            Some((py_p50, _, py_tput)) => (
+                format!("Python: {py_p50:.2} ms, {py_tput:.0}/s"),
+                format!(
+                    "{:.1}x faster, {:.1}x the throughput",
+                    py_p50 / p50,
+                    tput / py_tput
+                ),
+            ),
+            None => (
+                format!("/bin/true: {floor_p50:.2} ms"),
+                format!("{:.2}x the spawn floor", p50 / floor_p50),
+            ),
+        };
+        rows.push(Row {
+            what: format!("no-op task, {label}, max_processes = 2"),
+            value: format!("p50 {p50:.2} ms, p99 {p99:.2} ms, {tput:.0} tasks/s"),
+            baseline,
+            ratio,
+        });
+    }
+    Ok(())
+}
+
+async fn heavy_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let mut speedups = Vec::new();
+    let mut mp_secs = Vec::new();
+    let mut seq_secs = Vec::new();
+    for _ in 0..args.runs {
+        let exec = executor(4, 0, false)?;
+        let module = exec.load(asyncer_tests::HEAVY).await?;
+        let input = |i: usize| heavy::HeavyInput {
+            uid: format!("t{i}"),
+            n: args.heavy_n,
+        };
+        let start = Instant::now();
+        let handles = (0..8)
+            .map(|i| exec.submit::<_, heavy::HeavyOutput>(&module, "heavy", &input(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for handle in handles {
+            handle.await?;
+        }
+        let mp = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        for i in 0..8 {
+            let _: heavy::HeavyOutput = exec.run_in_process(&module, "heavy", &input(i)).await?;
+        }
+        let seq = start.elapsed().as_secs_f64();
+        speedups.push(seq / mp);
+        mp_secs.push(mp);
+        seq_secs.push(seq);
+    }
+    rows.push(Row {
+        what: format!(
+            "heavy seed task x8 (n = {}), max_processes = 4",
+            args.heavy_n
+        ),
+        value: format!("{:.3} s", median(mp_secs)),
+        baseline: format!("sequential in-process: {:.3} s", median(seq_secs)),
+        ratio: format!("{:.2}x speedup", median(speedups)),
+    });
+    Ok(())
+}
+
+async fn compute_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let n = args.compute_n;
+    let mut native = Vec::new();
+    let mut plain = Vec::new();
+    let mut fueled = Vec::new();
+    let exec = executor(1, 0, false)?;
+    let module = exec.load(asyncer_tests::HEAVY).await?;
+    let fuel_exec = Executor::builder()
+        .max_processes(1)
+        .limits(Limits::default().fuel(u64::MAX / 2))
+        .build()?;
+    let fuel_module = fuel_exec.load(asyncer_tests::HEAVY).await?;
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let expected = heavy::sum_of_squares(std::hint::black_box(n));
+        native.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let got: u128 = exec.run_in_process(&module, "sum_squares", &n).await?;
+        plain.push(start.elapsed().as_secs_f64());
+        anyhow::ensure!(got == expected, "wasm computed {got}, native {expected}");
+        let start = Instant::now();
+        let got: u128 = fuel_exec
+            .run_in_process(&fuel_module, "sum_squares", &n)
+            .await?;
+        fueled.push(start.elapsed().as_secs_f64());
+        anyhow::ensure!(got == expected, "wasm with fuel computed {got}");
+    }
+    let native = median(native);
+    for (label, secs) in [("no fuel", median(plain)), ("with fuel", median(fueled))] {
+        rows.push(Row {
+            what: format!("guest compute, sum of squares n = {n}, {label}"),
+            value: format!("{:.1} ms", secs * 1000.0),
+            baseline: format!("native: {:.1} ms", native * 1000.0),
+            ratio: format!("{:.2}x native time", secs / native),
+        });
+    }
+    Ok(())
+}
+
+/// Lateness (p50, p99, max ms) of a 10 ms ticker on this event loop while
+/// `busy` runs.
+async fn ticker_lateness<F: std::future::Future<Output = Result<()>>>(
+    busy: F,
+) -> Result<(f64, f64, f64)> {
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ticker = tokio::task::spawn_local(async move {
+        let mut late = Vec::new();
+        let mut next = Instant::now() + Duration::from_millis(10);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = &mut stop_rx => break,
+            }
+            late.push(ms(Instant::now().saturating_duration_since(next)));
+            next += Duration::from_millis(10);
+        }
+        late
+    });
+    busy.await?;
+    let _ = stop_tx.send(());
+    let mut late = ticker.await?;
+    late.sort_by(f64::total_cmp);
+    Ok((
+        percentile(&late, 0.5),
+        percentile(&late, 0.99),
+        *late.last().unwrap_or(&0.0),
+    ))
+}
+
+async fn ticker_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let exec = executor(2, 0, false)?;
+    let module = exec.load(asyncer_tests::HEAVY).await?;
+    let idle = ticker_lateness(async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(())
+    })
+    .await?;
+    let busy = ticker_lateness(async {
+        let handles = (0..8)
+            .map(|i| {
+                let input = heavy::HeavyInput {
+                    uid: format!("t{i}"),
+                    n: args.heavy_n / 2,
+                };
+                exec.submit::<_, heavy::HeavyOutput>(&module, "heavy", &input)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for handle in handles {
+            handle.await?;
+        }
+        Ok(())
+    })
+    .await?;
+    rows.push(Row {
+        what: "10 ms ticker lateness on the host loop, 2 workers busy on 2 cores".into(),
+        value: format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            busy.0, busy.1, busy.2
+        ),
+        baseline: format!("idle: p99 {:.2} ms", idle.1),
+        ratio: format!("+{:.2} ms at p99", busy.1 - idle.1),
+    });
+    Ok(())
+}
+
+async fn memory_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let exec = executor(2, 0, true)?;
+    let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+    let mut events = exec.events();
+    throughput(&exec, &module, 1000).await?;
+    while events.try_recv().is_some() {}
+    let before = rss_bytes();
+    let mut done = 0;
+    while done < args.rss_tasks {
+        let batch = (args.rss_tasks - done).min(5000);
+        throughput(&exec, &module, batch).await?;
+        while events.try_recv().is_some() {}
+        done += batch;
+    }
+    let after = rss_bytes();
+    rows.push(Row {
+        what: format!(
+            "host RSS over {} no-op tasks (warm mode, events read)",
+            args.rss_tasks
+        ),
+        value: format!(
+            "{:.1} MB -> {:.1} MB",
+            before as f64 / 1e6,
+            after as f64 / 1e6
+        ),
+        baseline: "-".into(),
+        ratio: format!("{:+.1} MB", (after as f64 - before as f64) / 1e6),
+    });
+    exec.shutdown(Duration::from_secs(5)).await;
+
+    let exec = executor(1, 0, false)?;
+    let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+    let heavy_module = exec.load(asyncer_tests::HEAVY).await?;
+    let mut events = exec.events();
+    exec.submit::<_, ()>(&module, "noop", &())?.await?;
+    let _: u128 = exec.submit(&heavy_module, "sum_squares", &1000u64)?.await?;
+    let noop_rss = events.recv().await.context("event")?.worker_rss_bytes;
+    let heavy_rss = events.recv().await.context("event")?.worker_rss_bytes;
+    let worker = which_worker()?;
+    let worker_size = std::fs::metadata(&worker)?.len();
+    let host_size = std::fs::metadata(std::env::current_exe()?)?.len();
+    rows.push(Row {
+        what: "worker RSS after a task (no-op WAT guest; Rust heavy guest)".into(),
+        value: format!(
+            "{:.1} MB; {:.1} MB",
+            noop_rss as f64 / 1e6,
+            heavy_rss as f64 / 1e6
+        ),
+        baseline: format!("host now: {:.1} MB", rss_bytes() as f64 / 1e6),
+        ratio: "-".into(),
+    });
+    rows.push(Row {
+        what: format!("worker binary size ({})", worker.display()),
+        value: format!("{:.1} MB", worker_size as f64 / 1e6),
+        baseline: format!(
+            "this host binary (with cranelift): {:.1} MB",
+            host_size as f64 / 1e6
+        ),
+        ratio: format!("{:.2}x", worker_size as f64 / host_size as f64),
+    });
+    Ok(())
+}
+
+fn which_worker() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.with_file_name(asyncer::WORKER_PROGRAM))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let mut rows = Vec::new();
+            eprintln!("no-op latency and throughput...");
+            noop_rows(&args, &mut rows).await?;
+            eprintln!("heavy tasks...");
+            heavy_rows(&args, &mut rows).await?;
+            eprintln!("guest compute...");
+            compute_rows(&args, &mut rows).await?;
+            eprintln!("event-loop responsiveness...");
+            ticker_rows(&args, &mut rows).await?;
+            eprintln!("memory...");
+            memory_rows(&args, &mut rows).await?;
+            println!(
+                "machine: {} cores, {}; medians of {} runs",
+                std::thread::available_parallelism().map_or(0, usize::from),
+                std::env::consts::ARCH,
+                args.runs
+            );
+            println!("| measure | value | baseline (same run) | ratio |");
+            println!("|---|---|---|---|");
+            for row in rows {
+                println!(
+                    "| {} | {} | {} | {} |",
+                    row.what, row.value, row.baseline, row.ratio
+                );
+            }
+            anyhow::Ok(())
+        })
+        .await
+}
