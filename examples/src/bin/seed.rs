@@ -9,7 +9,7 @@
 //! long as they run. Both halves run the identical wasm code, so the ratio
 //! measures processes against no processes, nothing else.
 //!
-//! The default `n` (700,000,000) makes one task take about half a second on a
+//! The default `n` (800,000,000) makes one task take about half a second on a
 //! 2-core machine, long enough for the comparison to mean something;
 //! `--n 10000000` reproduces the seed's numbers
 //! (333333283333335000000 per task).
@@ -28,7 +28,7 @@ use sysinfo::System;
 #[command(about = "asyncer's seed demonstration: heavy tasks with and without worker processes")]
 struct Args {
     /// Each task sums i*i for i < n.
-    #[arg(long, default_value_t = 700_000_000)]
+    #[arg(long, default_value_t = 800_000_000)]
     n: u64,
     /// How many tasks to run each way.
     #[arg(long, default_value_t = 8)]

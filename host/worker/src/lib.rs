@@ -47,6 +47,8 @@ pub fn engine_config_with_stack(flavor: EngineFlavor, max_wasm_stack: usize) -> 
         .wasm_backtrace_details(WasmBacktraceDetails::Disable)
         .debug_info(false)
         .wasm_component_model(false)
+        // 128-bit arithmetic instructions: `u128` code runs at native speed.
+        .wasm_wide_arithmetic(true)
         .max_wasm_stack(max_wasm_stack)
         .async_stack_size(max_wasm_stack + (1 << 20));
     config
