@@ -246,3 +246,160 @@ async fn sigkilling_random_workers_loses_no_task_and_leaves_no_process() {
     assert_eq!(events.iter().filter(|e| e.is_ok()).count(), ok);
     assert_no_children_left().await;
 }
+
+/// A stand-in worker program (a shell script) that misbehaves as told.
+fn fake_worker(name: &str, script: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::temp_dir().join(format!("asyncer-fake-{name}-{}", std::process::id()));
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_that_abort_exit_early_or_reply_garbage_are_crashes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The module is loaded by a real executor; the fakes only run tasks.
+    let loader = executor(1);
+    let module_bytes = std::fs::read(asyncer_tests::FAULTS).unwrap();
+    let cases = [
+        (
+            "abort",
+            "echo 'fake worker: about to abort' >&2; kill -ABRT $$",
+            "signal 6",
+        ),
+        (
+            "exit",
+            "echo 'fake worker: giving up' >&2; exit 7",
+            "exit code 7",
+        ),
+        (
+            "garbage",
+            "head -c 10 >/dev/null; echo 'this is not a frame at all'",
+            "unreadable reply",
+        ),
+    ];
+    for (name, script, status_part) in cases {
+        let program = fake_worker(name, script);
+        let exec = asyncer::Executor::builder()
+            .max_processes(1)
+            .worker_program(&program)
+            .build()
+            .unwrap();
+        let module = exec.load_bytes(module_bytes.clone()).await.unwrap();
+        match exec
+            .submit::<_, u64>(&module, "add", &faults::Pair { a: 1, b: 1 })
+            .unwrap()
+            .await
+        {
+            Err(Error::WorkerCrashed {
+                pid,
+                status,
+                stderr_tail,
+            }) => {
+                assert!(pid > 0);
+                assert!(status.contains(status_part), "{name}: {status}");
+                if name != "garbage" {
+                    assert!(
+                        stderr_tail.contains("fake worker"),
+                        "{name}: {stderr_tail:?}"
+                    );
+                }
+            }
+            other => panic!("{name}: expected a crash, got {other:?}"),
+        }
+        std::fs::remove_file(program).unwrap();
+    }
+    drop(loader);
+    assert_no_children_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_run_hardened_with_three_fds_and_no_core_dumps() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = executor(1);
+    let module = faults(&exec).await;
+    let handle = exec.submit::<_, u64>(&module, "slow", &2_000u64).unwrap();
+    let pid = wait_for_children(1).await[0];
+    // Give the worker time to start and harden itself.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing inherited from the host: the three pipes, and the artifact the
+    // worker itself mapped.
+    let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let fd = e.file_name().to_string_lossy().parse().unwrap();
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            (fd, target.display().to_string())
+        })
+        .collect();
+    fds.sort();
+    for (fd, target) in &fds {
+        match fd {
+            0..=2 => assert!(target.starts_with("pipe:"), "fd {fd} -> {target}"),
+            _ => assert!(target.ends_with(".cwasm"), "unexpected fd {fd} -> {target}"),
+        }
+    }
+    assert!(fds.len() <= 4, "{fds:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(environ.is_empty(), "the worker's environment is empty");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let nice = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(16)
+        .unwrap();
+    assert_eq!(nice, "10", "workers run at niceness 10");
+    handle.cancel();
+    let _ = handle.await;
+    assert_no_children_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_die_with_their_host() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // A host process of its own: the CLI running a 30 s task.
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_test-cli"))
+        .args([
+            "run",
+            asyncer_tests::FAULTS,
+            "slow",
+            "--input-hex",
+            "b0ea01",
+        ])
+        .env("ASYNCER_WORKER", common::WORKER)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let host_pid = host.id();
+    let worker = {
+        let mut found = None;
+        for _ in 0..300 {
+            found = common::children_of(host_pid).first().copied();
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        found.expect("the host started a worker")
+    };
+    kill(host_pid);
+    let _ = host.wait();
+    for _ in 0..200 {
+        if !std::path::Path::new(&format!("/proc/{worker}")).exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("worker {worker} outlived its host");
+}

@@ -69,6 +69,7 @@ pub struct ExecutorBuilder {
     capabilities: Capabilities,
     prestart: usize,
     warm: Option<WarmOptions>,
+    nice: Option<i32>,
 }
 
 impl ExecutorBuilder {
@@ -79,6 +80,16 @@ impl ExecutorBuilder {
     /// bounds the workers running tasks. Default 0. Ignored in warm mode.
     pub fn prestart(mut self, n: usize) -> Self {
         self.prestart = n;
+        self
+    }
+
+    /// Scheduling niceness of the worker processes (Unix `nice`, 0 to 19;
+    /// default 10). Workers yield the CPU to the host, so that its event loop
+    /// stays responsive while every core runs tasks; other work on the
+    /// machine is favoured over tasks too. Use 0 to schedule them like the
+    /// host.
+    pub fn worker_nice(mut self, nice: i32) -> Self {
+        self.nice = Some(nice.clamp(0, 19));
         self
     }
 
@@ -161,6 +172,7 @@ impl ExecutorBuilder {
         let pool_mode = PoolMode {
             warm: self.warm,
             prestart: self.prestart,
+            nice: self.nice.unwrap_or(DEFAULT_NICE),
         };
         let shared = Arc::new(Shared {
             max_processes,
@@ -178,6 +190,9 @@ impl ExecutorBuilder {
         Ok(Executor { shared, queue })
     }
 }
+
+/// Default niceness of worker processes.
+const DEFAULT_NICE: i32 = 10;
 
 /// Per-task settings for [`Executor::submit_with`].
 #[derive(Debug, Clone, Default)]

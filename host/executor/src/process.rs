@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use asyncer_protocol::{decode_frame, encode_frame, Reply, Request, FRAME_HEADER_LEN};
+use asyncer_protocol::{
+    decode_frame, encode_frame, Reply, Request, FRAME_HEADER_LEN, MAGIC, PROTOCOL_VERSION,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
@@ -96,6 +98,8 @@ pub(crate) struct PoolMode {
     pub(crate) warm: Option<WarmOptions>,
     /// Idle workers started ahead of need (fresh-process mode only).
     pub(crate) prestart: usize,
+    /// Scheduling niceness of the workers.
+    pub(crate) nice: i32,
 }
 
 /// Warm mode: each worker serves many tasks, each in a fresh wasm store and
@@ -169,6 +173,7 @@ impl Pool {
         if prewarm {
             command.arg("--prewarm");
         }
+        command.arg("--nice").arg(self.mode.nice.to_string());
         let mut child = command
             .env_clear()
             .current_dir(&self.work_dir)
@@ -410,6 +415,11 @@ async fn read_reply(reader: &mut (impl AsyncRead + Unpin), max: u64) -> Result<V
             } else {
                 format!("reading the reply failed: {e}")
             },
+        ));
+    }
+    if frame[..4] != MAGIC || frame[4..6] != PROTOCOL_VERSION.to_le_bytes() {
+        return Err(NoReply::Gone(
+            "unreadable reply: not an asyncer frame".into(),
         ));
     }
     let len = u64::from(u32::from_le_bytes([frame[6], frame[7], frame[8], frame[9]]));

@@ -2,8 +2,11 @@
 
 /// Hardens the worker process (Linux): SIGKILL when the parent dies (and exit
 /// at once if the parent named by `--parent-pid PID` is already gone), no core
-/// dumps, and no file descriptors beyond stdin, stdout and stderr.
+/// dumps, no file descriptors beyond stdin, stdout and stderr, and the
+/// scheduling niceness given by `--nice N` (so that the host's event loop wins
+/// the CPU over busy workers).
 pub(crate) fn harden() {
+    let arg_after = |flag: &str| std::env::args().skip_while(|arg| arg != flag).nth(1);
     #[cfg(target_os = "linux")]
     {
         // SAFETY: these calls take plain integers or a pointer to a local
@@ -25,10 +28,14 @@ pub(crate) fn harden() {
             );
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
         };
-        let expected = std::env::args()
-            .skip_while(|arg| arg != "--parent-pid")
-            .nth(1)
-            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(nice) = arg_after("--nice").and_then(|n| n.parse::<libc::c_int>().ok()) {
+            // SAFETY: plain integers in, no memory touched.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            }
+        }
+        let expected = arg_after("--parent-pid").and_then(|pid| pid.parse::<u32>().ok());
         if set == 0 && expected.is_some_and(|pid| std::os::unix::process::parent_id() != pid) {
             std::process::exit(5);
         }

@@ -62,7 +62,11 @@ pub fn max_overlap(events: &[TaskEvent]) -> usize {
 
 /// Live child processes of this test process (Linux: read from /proc).
 pub fn children() -> Vec<u32> {
-    let me = std::process::id();
+    children_of(std::process::id())
+}
+
+/// Live child processes of `me`, zombies included.
+pub fn children_of(me: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;
