@@ -28,12 +28,16 @@ struct Args {
     /// No-op tasks between the two host RSS readings (warm mode).
     #[arg(long, default_value_t = 100_000)]
     rss_tasks: usize,
-    /// n of the heavy task (sum of i*i for i < n).
-    #[arg(long, default_value_t = 200_000_000)]
+    /// n of the heavy task (sum of i*i for i < n): the seed example's default.
+    #[arg(long, default_value_t = 800_000_000)]
     heavy_n: u64,
     /// n of the compute comparison.
     #[arg(long, default_value_t = 300_000_000)]
     compute_n: u64,
+    /// Only run the compute loop once, natively or in wasm (for profiling
+    /// with `valgrind --tool=callgrind`), and print nothing else.
+    #[arg(long, value_parser = ["native", "wasm"])]
+    profile_compute: Option<String>,
 }
 
 /// A guest that does nothing: the floor of a task's cost.
@@ -281,7 +285,8 @@ async fn compute_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         .limits(Limits::default().fuel(u64::MAX / 2))
         .build()?;
     let fuel_module = fuel_exec.load(asyncer_tests::HEAVY).await?;
-    for _ in 0..args.runs {
+    // Short and noisy: more runs than the others.
+    for _ in 0..args.runs.max(7) {
         let start = Instant::now();
         let expected = heavy::sum_of_squares(std::hint::black_box(n));
         native.push(start.elapsed().as_secs_f64());
@@ -445,6 +450,18 @@ fn which_worker() -> Result<std::path::PathBuf> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(which) = &args.profile_compute {
+        let n = std::hint::black_box(args.compute_n);
+        let result = if which == "native" {
+            heavy::sum_of_squares(n)
+        } else {
+            let exec = executor(1, 0, false)?;
+            let module = exec.load(asyncer_tests::HEAVY).await?;
+            exec.run_in_process(&module, "sum_squares", &n).await?
+        };
+        println!("{which}: {result}");
+        return Ok(());
+    }
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async {
