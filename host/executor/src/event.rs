@@ -58,6 +58,14 @@ impl TaskEvent {
         self.error.is_none()
     }
 
+    /// Sets when the task finished, and its wall time from its start.
+    pub(crate) fn finished(&mut self, at: SystemTime) {
+        self.finished_at = at;
+        if let Some(started) = self.started_at {
+            self.wall_time = at.duration_since(started).unwrap_or_default();
+        }
+    }
+
     /// `"ok"` or the error kind's name.
     pub fn outcome(&self) -> &'static str {
         self.error.map_or("ok", ErrorKind::as_str)

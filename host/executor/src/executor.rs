@@ -514,13 +514,7 @@ async fn runner(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
             job.control.respond(result);
             if let Some(exiting) = exiting {
                 event.exit_status = exiting.reap().await;
-                event.finished_at = SystemTime::now();
-                if let Some(started) = event.started_at {
-                    event.wall_time = event
-                        .finished_at
-                        .duration_since(started)
-                        .unwrap_or_default();
-                }
+                event.finished(SystemTime::now());
             }
             drop(permit);
             job.control.complete(event);
@@ -560,55 +554,46 @@ async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent, Opti
 }
 
 /// Turns a worker's run into the task's result and event.
-fn finish(job: &Job, mut run: WorkerRun) -> (RawResult, TaskEvent, Option<ExitingWorker>) {
-    let exiting = run.exiting.take();
+fn finish(job: &Job, run: WorkerRun) -> (RawResult, TaskEvent, Option<ExitingWorker>) {
     let control = &job.control;
-    let finished_at = SystemTime::now();
-    let mut reply = match run.reply {
-        Ok(reply) => reply,
-        Err(error) => {
-            let result = Err(error);
-            let mut event = control.event_for(&result, finished_at);
-            event.pid = run.pid;
-            event.exit_status = run.exit_status;
-            event.started_at = Some(run.started_at);
-            event.wall_time = finished_at
-                .duration_since(run.started_at)
-                .unwrap_or_default();
-            return (result, event, exiting);
+    let (result, reply) = match run.reply {
+        Ok(mut reply) => {
+            let outcome = std::mem::replace(&mut reply.outcome, Ok(Vec::new()));
+            let pid = run.pid.unwrap_or(0);
+            let result = outcome.map_err(|failure| {
+                match Error::from_failure(failure, job.limits.get_timeout(), pid, &reply.stderr) {
+                    Error::NoSuchTask { task, .. } => Error::NoSuchTask {
+                        task,
+                        available: job.module.tasks().to_vec(),
+                    },
+                    other => other,
+                }
+            });
+            (result, Some(reply))
         }
+        Err(error) => (Err(error), None),
     };
-    let result = std::mem::replace(&mut reply.outcome, Ok(Vec::new())).map_err(|failure| {
-        let pid = run.pid.unwrap_or(0);
-        match Error::from_failure(failure, job.limits.get_timeout(), pid, &reply.stderr) {
-            Error::NoSuchTask { task, .. } => Error::NoSuchTask {
-                task,
-                available: job.module.tasks().to_vec(),
-            },
-            other => other,
-        }
-    });
-    for (name, bytes, dropped) in [
-        ("stdout", &reply.stdout, reply.stdout_dropped),
-        ("stderr", &reply.stderr, reply.stderr_dropped),
-    ] {
-        if !bytes.is_empty() {
-            tracing::info!(uid = %control.uid, task = %control.task, dropped, "guest {name}: {}", String::from_utf8_lossy(bytes).trim_end());
-        }
-    }
-    let mut event = control.event_for(&result, finished_at);
+    let mut event = control.event_for(&result, SystemTime::now());
     event.pid = run.pid;
     event.exit_status = run.exit_status;
     event.started_at = Some(run.started_at);
-    event.wall_time = finished_at
-        .duration_since(run.started_at)
-        .unwrap_or_default();
-    event.fuel_consumed = reply.usage.fuel_consumed;
-    event.peak_memory_bytes = reply.usage.peak_memory_bytes;
-    event.worker_rss_bytes = reply.usage.worker_rss_bytes;
-    event.stdout = reply.stdout;
-    event.stderr = reply.stderr;
-    event.stdout_dropped = reply.stdout_dropped;
-    event.stderr_dropped = reply.stderr_dropped;
-    (result, event, exiting)
+    event.finished(event.finished_at);
+    if let Some(reply) = reply {
+        for (name, bytes, dropped) in [
+            ("stdout", &reply.stdout, reply.stdout_dropped),
+            ("stderr", &reply.stderr, reply.stderr_dropped),
+        ] {
+            if !bytes.is_empty() {
+                tracing::info!(uid = %control.uid, task = %control.task, dropped, "guest {name}: {}", String::from_utf8_lossy(bytes).trim_end());
+            }
+        }
+        event.fuel_consumed = reply.usage.fuel_consumed;
+        event.peak_memory_bytes = reply.usage.peak_memory_bytes;
+        event.worker_rss_bytes = reply.usage.worker_rss_bytes;
+        event.stdout = reply.stdout;
+        event.stderr = reply.stderr;
+        event.stdout_dropped = reply.stdout_dropped;
+        event.stderr_dropped = reply.stderr_dropped;
+    }
+    (result, event, run.exiting)
 }

@@ -31,14 +31,17 @@ impl Default for Limits {
     /// 64 MiB of input and of output, 64 KiB of stdout and of stderr kept,
     /// a 1 MiB wasm stack.
     fn default() -> Self {
+        // The wire defaults are the one source of truth for the worker side.
+        let wire = asyncer_protocol::Limits::default();
         Limits {
-            timeout: None,
-            fuel: None,
-            max_memory_bytes: None,
-            max_input_bytes: 64 << 20,
-            max_output_bytes: 64 << 20,
-            max_log_bytes: 64 << 10,
-            max_wasm_stack: None,
+            timeout: wire.timeout,
+            fuel: wire.fuel,
+            max_memory_bytes: wire.max_memory_bytes,
+            // The input limit is the host's own; it defaults to the output one.
+            max_input_bytes: wire.max_output_bytes,
+            max_output_bytes: wire.max_output_bytes,
+            max_log_bytes: wire.max_log_bytes,
+            max_wasm_stack: wire.max_wasm_stack,
         }
     }
 }
