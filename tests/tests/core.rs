@@ -336,3 +336,41 @@ async fn a_missing_worker_program_is_a_clear_spawn_error() {
     // The test worker itself is found when named.
     assert!(std::path::Path::new(WORKER).is_file());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn typed_bindings_from_the_guest_crate_carry_name_and_types() {
+    let exec = executor(2);
+    let heavy_module = heavy(&exec).await;
+    let faults_module = faults(&exec).await;
+    assert_eq!(heavy::HEAVY.name(), "heavy");
+    assert_eq!(faults::ADD.name(), "add");
+    let input = HeavyInput {
+        uid: "typed".into(),
+        n: 1000,
+    };
+    let out: HeavyOutput = exec
+        .submit_task(&heavy_module, heavy::HEAVY, &input)
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(out.result, heavy::sum_of_squares(1000));
+    // `Result<u64, String>` tasks are typed by their Ok type.
+    let quotient: u64 = exec
+        .submit_task(&faults_module, faults::DIVIDE, &Pair { a: 9, b: 3 })
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(quotient, 3);
+    // A task without return value is typed `()`.
+    let err = exec
+        .submit_task(&faults_module, faults::TRAP, &())
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Trap);
+    // A binding for a module that lacks the task is refused at submit.
+    match exec.submit_task(&faults_module, heavy::HEAVY, &input) {
+        Err(Error::NoSuchTask { task, .. }) => assert_eq!(task, "heavy"),
+        other => panic!("expected NoSuchTask, got {other:?}"),
+    }
+}

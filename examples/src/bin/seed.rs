@@ -97,7 +97,8 @@ async fn run_mp(exec: &Executor, module: &Module, args: &Args) -> anyhow::Result
                 uid: format!("mp-{i}"),
                 n: args.n,
             };
-            exec.submit::<_, HeavyOutput>(module, "heavy", &input)
+            // Typed binding from the guest crate: name and types checked.
+            exec.submit_task(module, heavy::HEAVY, &input)
         })
         .collect::<Result<Vec<_>, _>>()?;
     for (i, handle) in handles.into_iter().enumerate() {

@@ -31,9 +31,11 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// How the function returns its value.
 enum Returns {
     /// `-> Result<Out, E>`: `E` becomes the guest's error message.
-    Result,
-    /// `-> Out` (or nothing): always a success.
-    Value,
+    Result(Type),
+    /// `-> Out`: always a success.
+    Value(Type),
+    /// No return type: `()`.
+    Unit,
 }
 
 struct Task {
@@ -104,8 +106,11 @@ fn parse(attr: TokenStream2, func: ItemFn) -> syn::Result<Task> {
         ));
     }
     let returns = match &sig.output {
-        ReturnType::Type(_, ty) if is_result(ty) => Returns::Result,
-        _ => Returns::Value,
+        ReturnType::Type(_, ty) => match result_ok_type(ty) {
+            Some(ok) => Returns::Result(ok),
+            None => Returns::Value((**ty).clone()),
+        },
+        ReturnType::Default => Returns::Unit,
     };
     Ok(Task {
         func,
@@ -115,16 +120,21 @@ fn parse(attr: TokenStream2, func: ItemFn) -> syn::Result<Task> {
 }
 
 /// A return type is a `Result` when its last path segment is `Result` with
-/// two type arguments (`Result<T, E>`, `std::result::Result<T, E>`).
-fn is_result(ty: &Type) -> bool {
-    let Type::Path(path) = ty else { return false };
-    let Some(last) = path.path.segments.last() else {
-        return false;
-    };
+/// two type arguments (`Result<T, E>`, `std::result::Result<T, E>`); returns
+/// its `T`.
+fn result_ok_type(ty: &Type) -> Option<Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
     if last.ident != "Result" {
-        return false;
+        return None;
     }
-    matches!(&last.arguments, syn::PathArguments::AngleBracketed(args) if args.args.len() == 2)
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match (args.args.len(), args.args.first()) {
+        (2, Some(syn::GenericArgument::Type(ok))) => Some(ok.clone()),
+        _ => None,
+    }
 }
 
 fn expand(attr: TokenStream2, func: ItemFn) -> syn::Result<TokenStream2> {
@@ -144,15 +154,45 @@ fn expand(attr: TokenStream2, func: ItemFn) -> syn::Result<TokenStream2> {
     } else {
         call
     };
-    let result = match task.returns {
-        Returns::Result => {
-            quote_spanned!(span=> ::asyncer_guest::__private::error_to_string(#awaited))
-        }
-        Returns::Value => quote!(::core::result::Result::<_, ::std::string::String>::Ok(#awaited)),
+    let (result, output_ty) = match &task.returns {
+        Returns::Result(ok) => (
+            quote_spanned!(span=> ::asyncer_guest::__private::error_to_string(#awaited)),
+            quote!(#ok),
+        ),
+        Returns::Value(ty) => (
+            quote!(::core::result::Result::<_, ::std::string::String>::Ok(#awaited)),
+            quote!(#ty),
+        ),
+        Returns::Unit => (
+            quote!(::core::result::Result::<_, ::std::string::String>::Ok(#awaited)),
+            quote!(()),
+        ),
     };
+    let vis = &func.vis;
+    let binding = format_ident!("{}", name.unraw().to_string().to_uppercase());
+    let task_name = name.unraw().to_string();
+    let binding_doc = format!(
+        "Typed reference to the [`{task_name}`] task, for `asyncer::Executor::submit_task`."
+    );
 
+    let check = format_ident!("__asyncer_check_{}", name.unraw());
     Ok(quote! {
         #func
+
+        #[doc = #binding_doc]
+        #vis const #binding: ::asyncer_guest::TaskRef<#input_ty, #output_ty> =
+            ::asyncer_guest::TaskRef::new(#task_name);
+
+        // Type-checks the task against the ABI in every build (the export
+        // below exists on wasm32 only): serde bounds, and `E: Display`.
+        #[doc(hidden)]
+        #[allow(dead_code, non_snake_case)]
+        fn #check() {
+            let _ = ::asyncer_guest::__private::envelope::<#input_ty, _, _>(
+                &[],
+                |input: #input_ty| async move { #result },
+            );
+        }
 
         #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]

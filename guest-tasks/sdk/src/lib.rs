@@ -37,6 +37,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 pub use asyncer_guest_macros::task;
+pub use asyncer_protocol::TaskRef;
 
 thread_local! {
     /// Pending sleeps of the running [`block_on`]: deadline and who to wake.
@@ -206,7 +207,7 @@ mod abi {
 pub mod __private {
     //! Used by the code `#[task]` expands to; not a stable API.
     use super::*;
-    use asyncer_protocol_consts::*;
+    use asyncer_protocol::{ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK};
 
     pub use serde;
 
@@ -266,14 +267,6 @@ pub mod __private {
         };
         abi::publish(envelope)
     }
-}
-
-/// The envelope bytes of guest ABI v1 (kept in sync with `asyncer-protocol`,
-/// which the guest does not depend on to stay small).
-mod asyncer_protocol_consts {
-    pub(crate) const ENVELOPE_OK: u8 = 0x00;
-    pub(crate) const ENVELOPE_ERR: u8 = 0x01;
-    pub(crate) const ENVELOPE_INPUT_DECODE_ERR: u8 = 0x02;
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use asyncer_protocol::{EngineFlavor, Request};
+use asyncer_protocol::{EngineFlavor, Request, TaskRef};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -306,6 +306,25 @@ impl Executor {
             message: format!("input does not encode: {e}"),
         })?;
         self.enqueue(module, task, input, options, decode_postcard::<O>)
+    }
+
+    /// [`Executor::submit`] through a typed reference: the name and the
+    /// input and output types come from the guest crate's `#[task]`
+    /// (`heavy::HEAVY` for `#[task] fn heavy`), so they cannot be mismatched.
+    ///
+    /// # Errors
+    /// As [`Executor::submit`].
+    pub fn submit_task<I, O>(
+        &self,
+        module: &Module,
+        task: TaskRef<I, O>,
+        input: &I,
+    ) -> Result<TaskHandle<O>, Error>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+    {
+        self.submit(module, task.name(), input)
     }
 
     /// Queues a task with raw postcard input bytes; the handle resolves to the

@@ -42,6 +42,7 @@ mod limits;
 mod module;
 mod process;
 
+pub use asyncer_protocol::TaskRef;
 pub use capabilities::{Capabilities, DirGrant};
 pub use error::{Error, ErrorKind};
 pub use event::{EventStream, TaskEvent};

@@ -55,6 +55,58 @@ pub const ENVELOPE_ERR: u8 = 0x01;
 /// follows, saying why the guest could not decode its input.
 pub const ENVELOPE_INPUT_DECODE_ERR: u8 = 0x02;
 
+/// A typed reference to a guest task: its name, and its input and output
+/// types. `#[task] fn heavy(input: In) -> Out` defines
+/// `const HEAVY: TaskRef<In, Out>` next to the function, so that a host that
+/// also depends on the guest crate (natively) submits with
+/// `Executor::submit_task(&module, heavy::HEAVY, &input)` and cannot
+/// mismatch the name or the types.
+///
+/// ```
+/// use asyncer_protocol::TaskRef;
+/// const DOUBLE: TaskRef<u64, u64> = TaskRef::new("double");
+/// assert_eq!(DOUBLE.name(), "double");
+/// ```
+pub struct TaskRef<In, Out> {
+    name: &'static str,
+    types: std::marker::PhantomData<fn(In) -> Out>,
+}
+
+impl<In, Out> TaskRef<In, Out> {
+    /// A reference to the task exported as `task:NAME`.
+    pub const fn new(name: &'static str) -> Self {
+        TaskRef {
+            name,
+            types: std::marker::PhantomData,
+        }
+    }
+
+    /// The task's name (without the `task:` prefix).
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<In, Out> Clone for TaskRef<In, Out> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<In, Out> Copy for TaskRef<In, Out> {}
+
+impl<In, Out> std::fmt::Debug for TaskRef<In, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TaskRef({}: {} -> {})",
+            self.name,
+            std::any::type_name::<In>(),
+            std::any::type_name::<Out>()
+        )
+    }
+}
+
 /// What a worker must run: one task of one precompiled module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {

@@ -1,0 +1,6 @@
+use asyncer_guest::task;
+
+#[task]
+struct NotATask;
+
+fn main() {}
