@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Guest packages to build, and the constant naming each one's `.wasm`.
-const GUESTS: &[(&str, &str)] = &[("heavy", "HEAVY"), ("faults", "FAULTS")];
+const GUESTS: &[(&str, &str)] = &[
+    ("heavy", "HEAVY"),
+    ("faults", "FAULTS"),
+    ("digest-task", "DIGEST"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

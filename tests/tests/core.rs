@@ -374,3 +374,45 @@ async fn typed_bindings_from_the_guest_crate_carry_name_and_types() {
         other => panic!("expected NoSuchTask, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_guest_with_a_crates_io_dependency_runs_in_the_sandbox() {
+    use sha2::Digest;
+    let exec = executor(2);
+    let module = exec.load(asyncer_tests::DIGEST).await.unwrap();
+    let data = b"asyncer runs real crates".to_vec();
+    let hex: String = exec
+        .submit_task(&module, digest_task::SHA256, &data)
+        .unwrap()
+        .await
+        .unwrap();
+    let expected: String = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, expected);
+    // The same function natively gives the same answer.
+    assert_eq!(digest_task::sha256(data), expected);
+    let chained: String = exec
+        .submit_task(&module, digest_task::HASH_CHAIN, &(b"seed".to_vec(), 1000))
+        .unwrap()
+        .await
+        .unwrap();
+    let native = native_hash_chain(b"seed", 1000);
+    assert_eq!(chained, native);
+    let err = exec
+        .submit_task(&module, digest_task::HASH_CHAIN, &(vec![], 0))
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::GuestError);
+}
+
+fn native_hash_chain(seed: &[u8], rounds: u32) -> String {
+    use sha2::Digest;
+    let mut state = sha2::Sha256::digest(seed).to_vec();
+    for _ in 1..rounds {
+        state = sha2::Sha256::digest(&state).to_vec();
+    }
+    state.iter().map(|b| format!("{b:02x}")).collect()
+}
