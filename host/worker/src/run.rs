@@ -12,7 +12,7 @@ use asyncer_protocol::{
     Reply, Request, Usage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT, ABI_MEMORY_EXPORT,
     ABI_TASK_PREFIX, ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
 };
-use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store};
+use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -146,7 +146,18 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
     }
     let _deadline = match (task.flavor.epoch, limits.timeout) {
         (true, Some(timeout)) => {
+            // The epoch is the engine's, shared by every store in it (other
+            // in-process runs): an increment is only a reason to look at this
+            // task's own deadline.
+            let deadline = Instant::now() + timeout;
             store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if Instant::now() >= deadline {
+                    Err(wasmtime::Trap::Interrupt.into())
+                } else {
+                    Ok(UpdateDeadline::Continue(1))
+                }
+            });
             Some(EpochDeadline::arm(task.engine, timeout))
         }
         (true, None) => {
