@@ -16,7 +16,7 @@
 //! use asyncer::Executor;
 //!
 //! let exec = Executor::builder().max_processes(4).build()?;
-//! let module = exec.load("heavy.wasm").await?;
+//! let module = exec.load("tasks.wasm").await?; // exports task:add
 //! let mut events = exec.events();
 //! let handle = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
 //! println!("{}", handle.await?);
@@ -29,6 +29,13 @@
 //! The worker program is found by [`Executor::builder`]'s documented lookup;
 //! the one line a user needs is `cargo build -p asyncer-worker` (or
 //! `cargo install asyncer-worker`).
+//!
+//! Tasks run in a fresh process each by default; see
+//! [`ExecutorBuilder::prestart`] and [`ExecutorBuilder::warm`] for faster
+//! modes, [`Limits`] and [`Capabilities`] for the sandbox, and
+//! [`TaskHandle::cancel`], [`Executor::shutdown`] and [`Executor::abort`] for
+//! the lifecycle. Dropping every clone of an executor without shutting it
+//! down lets queued and running tasks finish; idle workers are killed.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
