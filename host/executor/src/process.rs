@@ -1,11 +1,11 @@
-//! Finding the worker program and running one task in a fresh worker process.
+//! Finding the worker program, and the pool of worker processes: fresh,
+//! spawned ahead, or warm.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use asyncer_protocol::{
     decode_frame, encode_frame, Reply, Request, FRAME_HEADER_LEN, MAGIC, PROTOCOL_VERSION,
