@@ -131,6 +131,9 @@ pub(crate) struct Pool {
     mode: PoolMode,
     idle: std::sync::Mutex<Vec<Worker>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Held while workers are started ahead, so that `drain` waits for a
+    /// refill under way instead of missing the worker it adds.
+    refilling: tokio::sync::Mutex<()>,
 }
 
 /// One live worker process.
@@ -160,6 +163,7 @@ impl Pool {
             mode,
             idle: std::sync::Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            refilling: tokio::sync::Mutex::new(()),
         });
         pool.refill();
         pool
@@ -201,10 +205,18 @@ impl Pool {
     }
 
     /// Starts idle workers until `prestart` are waiting (fresh-process mode).
-    fn refill(self: &Arc<Self>) {
+    fn refill(&self) {
         if self.mode.warm.is_some() || self.mode.prestart == 0 {
             return;
         }
+        // Nobody else can hold it while the pool is being built.
+        let Ok(_refilling) = self.refilling.try_lock() else {
+            return;
+        };
+        self.refill_locked();
+    }
+
+    fn refill_locked(&self) {
         let missing = self
             .mode
             .prestart
@@ -264,7 +276,10 @@ impl Pool {
         let taken = self.take_idle();
         if taken.is_some() && warm.is_none() {
             let pool = self.clone();
-            tokio::spawn(async move { pool.refill() });
+            tokio::spawn(async move {
+                let _refilling = pool.refilling.lock().await;
+                pool.refill_locked();
+            });
         }
         let mut worker = match taken.map_or_else(|| self.spawn_worker(false), Ok) {
             Ok(worker) => worker,
@@ -359,6 +374,8 @@ impl Pool {
     /// worker is told to exit and reaped.
     pub(crate) async fn drain(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        // A refill under way finishes (and sees `closed` next time) first.
+        let _refilling = self.refilling.lock().await;
         let idle = std::mem::take(&mut *self.idle.lock().expect("idle poisoned"));
         for mut worker in idle {
             let _ = worker.retire().await;
