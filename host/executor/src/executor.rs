@@ -302,9 +302,7 @@ impl Executor {
         I: Serialize + ?Sized,
         O: DeserializeOwned,
     {
-        let input = postcard::to_allocvec(input).map_err(|e| Error::Decode {
-            message: format!("input does not encode: {e}"),
-        })?;
+        let input = encode_input(input)?;
         self.enqueue(module, task, input, options, decode_postcard::<O>)
     }
 
@@ -362,9 +360,7 @@ impl Executor {
         O: DeserializeOwned,
     {
         module.check_task(task)?;
-        let input = postcard::to_allocvec(input).map_err(|e| Error::Decode {
-            message: format!("input does not encode: {e}"),
-        })?;
+        let input = encode_input(input)?;
         let limits = &self.shared.limits;
         let flavor = limits.flavor();
         let artifact = artifact(&self.shared, module, flavor).await?;
@@ -484,6 +480,13 @@ impl Executor {
         tracing::debug!(uid = %control.uid, task, module = module.name(), "task queued");
         Ok(TaskHandle::new(control, rx, decode))
     }
+}
+
+/// The postcard bytes of a task's input.
+fn encode_input<I: Serialize + ?Sized>(input: &I) -> Result<Vec<u8>, Error> {
+    postcard::to_allocvec(input).map_err(|e| Error::Decode {
+        message: format!("input does not encode: {e}"),
+    })
 }
 
 /// The module's artifact for `flavor`, compiled off the event loop if new.
