@@ -135,9 +135,9 @@ impl JobControl {
             Phase::Queued => {
                 *phase = Phase::Finished;
                 drop(phase);
-                let now = SystemTime::now();
-                let event = self.event_for(&Err(reason.clone()), now);
-                self.deliver(Err(reason), event);
+                let event = self.event_for(&Err(reason.clone()), SystemTime::now());
+                self.respond(Err(reason));
+                self.complete(event);
             }
             Phase::Running => {
                 self.stop.send_if_modified(|current| {
@@ -193,16 +193,6 @@ impl JobControl {
             stdout_dropped: 0,
             stderr_dropped: 0,
         }
-    }
-
-    fn deliver(&self, result: RawResult, event: TaskEvent) {
-        let Some(reply) = self.reply.lock().expect("reply poisoned").take() else {
-            return;
-        };
-        log_outcome(&self.uid, &self.task, &result);
-        self.hub.subscribers.publish(&event);
-        let _ = reply.send(result);
-        self.hub.remove(self.id);
     }
 }
 
