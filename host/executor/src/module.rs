@@ -173,10 +173,7 @@ impl Compiler {
             return Ok(module);
         }
         let engine = self.engine(flavor)?;
-        let compiled =
-            wasmtime::Module::new(&engine, &bytes).map_err(|e| Error::InvalidModule {
-                message: format!("{name}: {e:#}"),
-            })?;
+        let compiled = compile(&engine, &name, &bytes)?;
         let tasks = check_abi(&engine, &compiled).map_err(|message| Error::InvalidModule {
             message: format!("{name}: {message}"),
         })?;
@@ -195,20 +192,13 @@ impl Compiler {
             limits: None,
             capabilities: None,
         };
-        let path = self.store_artifact(&module, flavor, &compiled)?;
+        let artifact = self.new_artifact(&module, flavor, engine, compiled)?;
         module
             .inner
             .artifacts
             .lock()
             .expect("artifact map poisoned")
-            .insert(
-                flavor,
-                Artifact {
-                    path: Arc::new(path),
-                    compiled,
-                    engine,
-                },
-            );
+            .insert(flavor, artifact);
         self.modules
             .lock()
             .expect("module map poisoned")
@@ -233,18 +223,25 @@ impl Compiler {
             return Ok(artifact.clone());
         }
         let engine = self.engine(flavor)?;
-        let compiled = wasmtime::Module::new(&engine, &module.inner.bytes).map_err(|e| {
-            Error::InvalidModule {
-                message: format!("{}: {e:#}", module.inner.name),
-            }
-        })?;
-        let artifact = Artifact {
+        let compiled = compile(&engine, &module.inner.name, &module.inner.bytes)?;
+        let artifact = self.new_artifact(module, flavor, engine, compiled)?;
+        artifacts.insert(flavor, artifact.clone());
+        Ok(artifact)
+    }
+
+    /// Stores freshly compiled code in the cache and wraps it.
+    fn new_artifact(
+        &self,
+        module: &Module,
+        flavor: EngineFlavor,
+        engine: Engine,
+        compiled: wasmtime::Module,
+    ) -> Result<Artifact, Error> {
+        Ok(Artifact {
             path: Arc::new(self.store_artifact(module, flavor, &compiled)?),
             compiled,
             engine,
-        };
-        artifacts.insert(flavor, artifact.clone());
-        Ok(artifact)
+        })
     }
 
     /// The artifact of `module` for `flavor` if it is already compiled.
@@ -293,6 +290,13 @@ impl Compiler {
         tmp.persist(&path).map_err(|e| cache_error(&e))?;
         Ok(path)
     }
+}
+
+/// Compiles (and so validates) module bytes for `engine`.
+fn compile(engine: &Engine, name: &str, bytes: &[u8]) -> Result<wasmtime::Module, Error> {
+    wasmtime::Module::new(engine, bytes).map_err(|e| Error::InvalidModule {
+        message: format!("{name}: {e:#}"),
+    })
 }
 
 /// Checks guest ABI v1: only WASI imports (all of them known), a `memory`,
