@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test setup lint bench
+.PHONY: run test setup lint bench examples fanout untrusted typed
 
 setup:
 	rustup target add wasm32-wasip1
@@ -16,6 +16,24 @@ run: setup
 	$(CARGO) build --release -p asyncer-worker
 	$(CARGO) build --release -p asyncer-examples
 	./target/release/seed $(ARGS)
+
+# The other examples (see README, Examples), same build as run.
+examples: setup
+	$(CARGO) build --release -p asyncer-worker
+	$(CARGO) build --release -p asyncer-examples
+
+# Many tasks with progress bars driven by progress and completion updates.
+fanout: examples
+	./target/release/fanout $(ARGS)
+
+# An untrusted module under limits; ARGS="MODULE.wasm TASK --input-hex ..."
+# for your own, the faults guest's misbehaving tasks by default.
+untrusted: examples
+	./target/release/untrusted $(or $(ARGS),--demo)
+
+# Typed task bindings from the guest crates.
+typed: examples
+	./target/release/typed $(ARGS)
 
 # Unit, integration (real worker processes) and doc tests; guests are built
 # by tests/build.rs.

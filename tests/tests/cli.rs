@@ -102,6 +102,44 @@ fn run_prints_raw_output_and_json_with_exit_zero() {
 }
 
 #[test]
+fn run_prints_the_guests_logs_and_progress_to_stderr() {
+    // heavy_reporting(HeavyInput { uid: "x", n: 1000 }): 01 78 | e8 07.
+    let output = cli(&[
+        "run",
+        asyncer_tests::HEAVY,
+        "heavy_reporting",
+        "--input-hex",
+        "0178e807",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let info = stderr
+        .find("[info] x: summing 1000 squares")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let last = stderr
+        .find("[progress 20/20] 1000 of 1000 terms")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let debug = stderr
+        .find("[debug] x: done")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        info < last && last < debug,
+        "in the guest's order: {stderr}"
+    );
+
+    // With --json, stdout is still exactly one JSON object; the log records
+    // still go to stderr, progress does not.
+    let (code, value) = run_json(&[
+        asyncer_tests::HEAVY,
+        "heavy_reporting",
+        "--input-hex",
+        "0178e807",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(value["status"], "ok");
+}
+
+#[test]
 fn input_files_fuel_and_memory_flags_work() {
     let scratch = Scratch::new("flags");
     let input = scratch.file("input.bin", &[0x02, 0x28]);
@@ -287,11 +325,21 @@ fn inspect_lists_tasks_and_imports() {
         tasks.contains(&"add") && tasks.contains(&"panic"),
         "{tasks:?}"
     );
-    assert!(value["imports"]
+    let imports: Vec<&str> = value["imports"]
         .as_array()
         .unwrap()
         .iter()
-        .all(|i| i.as_str().unwrap().starts_with("wasi_snapshot_preview1::")));
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert!(
+        imports
+            .iter()
+            .all(|i| i.starts_with("wasi_snapshot_preview1::") || i.starts_with("asyncer::")),
+        "{imports:?}"
+    );
+    // The faults guest reports progress and logs.
+    assert!(imports.contains(&"asyncer::progress"), "{imports:?}");
+    assert!(imports.contains(&"asyncer::log"), "{imports:?}");
 
     let text = cli(&["inspect", asyncer_tests::HEAVY]);
     assert_eq!(text.status.code(), Some(0));

@@ -126,3 +126,24 @@ static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0
 pub fn bump() -> u64 {
     CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
 }
+
+/// Reports progress `calls` times in a tight loop (the worker must coalesce
+/// it), then returns `calls`.
+#[task]
+pub fn progress_flood(calls: u64) -> u64 {
+    for i in 1..=calls {
+        asyncer_guest::progress(i, calls, "flooding");
+    }
+    calls
+}
+
+/// Logs `records` records of 1 KiB each at the warn level (the worker must
+/// cap them), then returns `records`.
+#[task]
+pub fn log_flood(records: u64) -> u64 {
+    let line = "w".repeat(1024);
+    for _ in 0..records {
+        asyncer_guest::warn!("{line}");
+    }
+    records
+}

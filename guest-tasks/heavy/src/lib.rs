@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use asyncer_guest::{sleep, task};
+use asyncer_guest::{debug, info, progress, sleep, task};
 use serde::{Deserialize, Serialize};
 
 /// Input of [`heavy`].
@@ -71,9 +71,63 @@ pub async fn heavy(input: HeavyInput) -> HeavyOutput {
     }
 }
 
+/// Parts [`heavy_reporting`] splits its work into.
+pub const REPORTING_STEPS: u64 = 20;
+
+/// [`heavy`] in [`REPORTING_STEPS`] parts, reporting progress after each and
+/// logging at the start and the end: what a long task shows its host.
+#[task]
+pub async fn heavy_reporting(input: HeavyInput) -> HeavyOutput {
+    info!("{}: summing {} squares", input.uid, input.n);
+    let mut result = 0;
+    let bound =
+        |step: u64| (u128::from(input.n) * u128::from(step) / u128::from(REPORTING_STEPS)) as u64;
+    for step in 0..REPORTING_STEPS {
+        result += sum_of_squares_in(bound(step), bound(step + 1));
+        progress(
+            step + 1,
+            REPORTING_STEPS,
+            format!("{} of {} terms", bound(step + 1), input.n),
+        );
+    }
+    sleep(Duration::from_millis(10)).await;
+    debug!("{}: done", input.uid);
+    HeavyOutput {
+        uid: input.uid,
+        result,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use asyncer_guest::{GuestMessage, LogLevel};
+
+    #[test]
+    fn heavy_reporting_reports_every_step_and_matches_heavy() {
+        let input = HeavyInput {
+            uid: "t".into(),
+            n: 1001,
+        };
+        let (out, reports) =
+            asyncer_guest::recorded(|| asyncer_guest::block_on(heavy_reporting(input.clone())));
+        assert_eq!(out.result, sum_of_squares(1001));
+        let steps: Vec<_> = reports
+            .iter()
+            .filter_map(|r| match r {
+                GuestMessage::Progress(p) => Some((p.done, p.total)),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<_> = (1..=REPORTING_STEPS)
+            .map(|i| (i, REPORTING_STEPS))
+            .collect();
+        assert_eq!(steps, expected);
+        assert!(
+            matches!(&reports[0], GuestMessage::Log(l) if l.level == LogLevel::Info && l.message == "t: summing 1001 squares")
+        );
+        assert!(matches!(reports.last(), Some(GuestMessage::Log(l)) if l.level == LogLevel::Debug));
+    }
 
     #[test]
     fn the_u128_path_past_2_pow_32_is_exact() {

@@ -23,6 +23,30 @@
 //!
 //! A panic inside a task reaches the host as a `guest_panic` error carrying the
 //! panic message (the worker reads it from the guest's stderr).
+//!
+//! A task tells the host how far it has come with [`progress`] and logs with
+//! [`info!`], [`warn!`] and their siblings (tracing's levels). Both go through
+//! the optional `asyncer` host import module of guest ABI v1; the host gets
+//! them as updates tagged with the task's uid, and through `tracing`. In a
+//! native build they go to stderr, or to [`recorded`] in tests:
+//!
+//! ```
+//! use asyncer_guest::{info, progress, recorded, task, GuestMessage};
+//!
+//! #[task]
+//! fn count(n: u64) -> u64 {
+//!     info!("counting to {n}");
+//!     for i in 1..=n {
+//!         progress(i, n, "counting");
+//!     }
+//!     n
+//! }
+//!
+//! let (out, reports) = recorded(|| count(3));
+//! assert_eq!(out, 3);
+//! assert_eq!(reports.len(), 4);
+//! assert!(matches!(&reports[0], GuestMessage::Log(log) if log.message == "counting to 3"));
+//! ```
 // `unsafe_code` is denied, not forbidden: the ABI exports need `#[no_mangle]`,
 // which that lint flags; each such place allows it locally.
 #![deny(unsafe_code)]
@@ -37,13 +61,180 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 pub use asyncer_guest_macros::task;
-pub use asyncer_protocol::TaskRef;
+pub use asyncer_protocol::{GuestMessage, LogLevel, LogRecord, Progress, TaskRef};
 
 thread_local! {
     /// Pending sleeps of the running [`block_on`]: deadline and who to wake.
     static TIMERS: RefCell<Vec<(Instant, Waker)>> = const { RefCell::new(Vec::new()) };
     /// Whether a [`block_on`] is driving futures on this thread.
     static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
+    /// Where [`recorded`] collects reports, while it runs.
+    static RECORDING: RefCell<Option<Vec<GuestMessage>>> = const { RefCell::new(None) };
+}
+
+/// Tells the host how far the task has come: `done` of `total` units
+/// (`total` 0 when unknown), and what it is doing.
+///
+/// Cheap enough to call in a loop: the worker forwards at most one value per
+/// 10 ms (the newest, and always the last one before the task ends). The
+/// message is cut to 1 KiB. In a native build it goes to stderr, or to
+/// [`recorded`].
+///
+/// ```
+/// asyncer_guest::progress(1, 4, "reading");
+/// ```
+pub fn progress(done: u64, total: u64, message: impl AsRef<str>) {
+    let message = message.as_ref();
+    if record(|| {
+        GuestMessage::Progress(Progress {
+            done,
+            total,
+            message: message.to_owned(),
+        })
+    }) {
+        return;
+    }
+    #[cfg(target_arch = "wasm32")]
+    host::progress(done, total, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[progress {done}/{total}] {message}");
+}
+
+/// Logs one record at `level`; the host sees it as a log update of this task
+/// and through `tracing`. Records count against the task's log limit (the
+/// size of its stdout cap); past it they are dropped, and the completion
+/// event says how many bytes were. Usually called through [`info!`] and its
+/// siblings. In a native build it goes to stderr, or to [`recorded`].
+///
+/// ```
+/// asyncer_guest::log(asyncer_guest::LogLevel::Warn, "disk almost full");
+/// ```
+pub fn log(level: LogLevel, message: impl AsRef<str>) {
+    let message = message.as_ref();
+    if record(|| {
+        GuestMessage::Log(LogRecord {
+            level,
+            message: message.to_owned(),
+        })
+    }) {
+        return;
+    }
+    #[cfg(target_arch = "wasm32")]
+    host::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level}] {message}");
+}
+
+/// Keeps the report if [`recorded`] is collecting; says whether it did.
+fn record(report: impl FnOnce() -> GuestMessage) -> bool {
+    RECORDING.with_borrow_mut(|recording| match recording {
+        Some(reports) => {
+            reports.push(report());
+            true
+        }
+        None => false,
+    })
+}
+
+/// Runs `f` and returns what it reported with [`progress`] and the log
+/// macros, in order, instead of sending it: for unit tests of tasks.
+///
+/// ```
+/// use asyncer_guest::{recorded, warn, GuestMessage, LogLevel};
+/// let ((), reports) = recorded(|| warn!("low on {}", "memory"));
+/// let GuestMessage::Log(record) = &reports[0] else { panic!() };
+/// assert_eq!((record.level, record.message.as_str()), (LogLevel::Warn, "low on memory"));
+/// ```
+pub fn recorded<T>(f: impl FnOnce() -> T) -> (T, Vec<GuestMessage>) {
+    struct Restore(Option<Vec<GuestMessage>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RECORDING.set(self.0.take());
+        }
+    }
+    let outer = Restore(RECORDING.replace(Some(Vec::new())));
+    let out = f();
+    let reports = RECORDING.replace(None).unwrap_or_default();
+    drop(outer);
+    (out, reports)
+}
+
+/// Logs a record at `level` with `format!` arguments: `log!(LogLevel::Info, "x = {x}")`.
+#[macro_export]
+macro_rules! log {
+    ($level:expr, $($arg:tt)+) => {
+        $crate::log($level, ::std::format!($($arg)+))
+    };
+}
+
+/// Logs at the trace level, like `tracing::trace!`: `trace!("x = {x}")`.
+#[macro_export]
+macro_rules! trace {
+    ($($arg:tt)+) => { $crate::log!($crate::LogLevel::Trace, $($arg)+) };
+}
+
+/// Logs at the debug level, like `tracing::debug!`: `debug!("x = {x}")`.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)+) => { $crate::log!($crate::LogLevel::Debug, $($arg)+) };
+}
+
+/// Logs at the info level, like `tracing::info!`: `info!("x = {x}")`.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)+) => { $crate::log!($crate::LogLevel::Info, $($arg)+) };
+}
+
+/// Logs at the warn level, like `tracing::warn!`: `warn!("x = {x}")`.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)+) => { $crate::log!($crate::LogLevel::Warn, $($arg)+) };
+}
+
+/// Logs at the error level, like `tracing::error!`: `error!("x = {x}")`.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)+) => { $crate::log!($crate::LogLevel::Error, $($arg)+) };
+}
+
+/// The `asyncer` host import module (guest ABI v1, optional).
+#[cfg(target_arch = "wasm32")]
+mod host {
+    use asyncer_protocol::LogLevel;
+
+    #[link(wasm_import_module = "asyncer")]
+    extern "C" {
+        #[link_name = "progress"]
+        fn asyncer_progress(done: i64, total: i64, msg_ptr: i32, msg_len: i32);
+        #[link_name = "log"]
+        fn asyncer_log(level: i32, msg_ptr: i32, msg_len: i32);
+    }
+
+    pub(crate) fn progress(done: u64, total: u64, message: &str) {
+        // SAFETY: the host reads `msg_len` bytes at `msg_ptr`, which `message`
+        // owns for the duration of the call; it checks the range itself.
+        #[allow(unsafe_code)]
+        unsafe {
+            asyncer_progress(
+                done as i64,
+                total as i64,
+                message.as_ptr() as usize as i32,
+                message.len() as i32,
+            )
+        }
+    }
+
+    pub(crate) fn log(level: LogLevel, message: &str) {
+        // SAFETY: as in `progress`.
+        #[allow(unsafe_code)]
+        unsafe {
+            asyncer_log(
+                level.to_abi(),
+                message.as_ptr() as usize as i32,
+                message.len() as i32,
+            )
+        }
+    }
 }
 
 /// Waits for `duration` without spinning.
@@ -299,6 +490,41 @@ mod tests {
             took < Duration::from_millis(190),
             "sleeps ran in sequence: {took:?}"
         );
+    }
+
+    #[test]
+    fn recorded_collects_progress_and_logs_in_order_and_nests() {
+        let (out, reports) = recorded(|| {
+            progress(1, 2, "half");
+            crate::debug!("{} + {}", 1, 1);
+            let ((), inner) = recorded(|| crate::error!("inner"));
+            assert_eq!(inner.len(), 1);
+            progress(2, 2, String::from("done"));
+            7
+        });
+        assert_eq!(out, 7);
+        assert_eq!(
+            reports,
+            vec![
+                GuestMessage::Progress(Progress {
+                    done: 1,
+                    total: 2,
+                    message: "half".into()
+                }),
+                GuestMessage::Log(LogRecord {
+                    level: LogLevel::Debug,
+                    message: "1 + 1".into()
+                }),
+                GuestMessage::Progress(Progress {
+                    done: 2,
+                    total: 2,
+                    message: "done".into()
+                }),
+            ]
+        );
+        // Outside `recorded` nothing is collected (it goes to stderr).
+        let ((), after) = recorded(|| ());
+        assert!(after.is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use asyncer::{Capabilities, Executor, Limits, Module, TaskOptions};
+use asyncer::{Capabilities, Executor, Limits, Module, TaskOptions, TaskUpdate};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
@@ -231,7 +231,7 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(module) => module,
         Err(e) => return usage_error(args.json, e.kind().as_str(), &e.to_string()),
     };
-    let mut events = exec.events();
+    let mut updates = exec.updates();
     let options = TaskOptions::new().limits(limits).capabilities(capabilities);
     let handle = match exec.submit_bytes(&module, &args.task, input, options) {
         Ok(handle) => handle,
@@ -239,14 +239,23 @@ async fn run(args: RunArgs) -> ExitCode {
         Err(e) => return usage_error(args.json, e.kind().as_str(), &e.to_string()),
     };
     let uid = handle.uid().to_owned();
-    let result = handle.await;
+    // The guest's log records (and, without --json, its progress) go to
+    // stderr as they come; the completion is the task's last update.
     let event = loop {
-        match events.recv().await {
-            Some(event) if event.uid == uid => break Some(event),
+        match updates.recv().await {
+            Some(TaskUpdate::Finished(event)) if event.uid == uid => break Some(event),
+            Some(TaskUpdate::Log(log)) if log.uid == uid => {
+                eprintln!("[{}] {}", log.level, log.message);
+            }
+            Some(TaskUpdate::Progress(p)) if p.uid == uid && !args.json => {
+                let p = &p.progress;
+                eprintln!("[progress {}/{}] {}", p.done, p.total, p.message);
+            }
             Some(_) => continue,
             None => break None,
         }
     };
+    let result = handle.await;
     let wall_ms = event.as_ref().map(|e| e.wall_time.as_secs_f64() * 1000.0);
     let fuel = event.as_ref().and_then(|e| e.fuel_consumed);
     let peak = event.as_ref().map(|e| e.peak_memory_bytes);

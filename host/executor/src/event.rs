@@ -1,7 +1,9 @@
-//! Completion events.
+//! Completion events, and the update stream that adds the guests' progress
+//! and log records to them.
 
 use std::time::{Duration, SystemTime};
 
+use asyncer_protocol::{LogLevel, Progress};
 use tokio::sync::mpsc;
 
 use crate::ErrorKind;
@@ -50,10 +52,28 @@ pub struct TaskEvent {
     pub stdout_dropped: u64,
     /// Bytes of stderr dropped past the log limit.
     pub stderr_dropped: u64,
+    /// Bytes of the guest's log records dropped past the log limit.
+    pub log_dropped: u64,
 }
 
 impl TaskEvent {
     /// Whether the task succeeded.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let mut events = exec.events();
+    /// let _ = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
+    /// let event = events.recv().await.expect("an event");
+    /// if !event.is_ok() {
+    ///     eprintln!("{} failed: {}", event.uid, event.message.unwrap_or_default());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_ok(&self) -> bool {
         self.error.is_none()
     }
@@ -67,6 +87,20 @@ impl TaskEvent {
     }
 
     /// `"ok"` or the error kind's name.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let mut events = exec.events();
+    /// let _ = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
+    /// let event = events.recv().await.expect("an event");
+    /// println!("{} {}", event.uid, event.outcome()); // "ok", "timeout", …
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn outcome(&self) -> &'static str {
         self.error.map_or("ok", ErrorKind::as_str)
     }
@@ -90,12 +124,179 @@ impl EventStream {
     ///
     /// # Cancel safety
     /// Cancel safe: an event is never lost by dropping this future.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let mut events = exec.events();
+    /// let handles: Vec<_> = (0..4u64)
+    ///     .map(|i| exec.submit::<_, u64>(&module, "add", &(i, i)))
+    ///     .collect::<Result<_, _>>()?;
+    /// for _ in 0..handles.len() {
+    ///     let event = events.recv().await.expect("the executor is alive");
+    ///     println!("{} finished: {}", event.uid, event.outcome());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn recv(&mut self) -> Option<TaskEvent> {
         self.rx.recv().await
     }
 
     /// Returns a buffered event, if any, without waiting.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let mut events = exec.events();
+    /// while let Some(event) = events.try_recv() {
+    ///     println!("{}", event.uid);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn try_recv(&mut self) -> Option<TaskEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// A running task's progress, as its guest reported it with
+/// `asyncer_guest::progress`.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressEvent {
+    /// The task's uid.
+    pub uid: String,
+    /// The task name.
+    pub task: String,
+    /// How far it has come.
+    pub progress: Progress,
+    /// When the host received it.
+    pub at: SystemTime,
+}
+
+/// One log record of a running task, made by the guest with
+/// `asyncer_guest::info!` and its siblings. It also goes to `tracing` (target
+/// `asyncer::guest`, with the task's uid).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    /// The task's uid.
+    pub uid: String,
+    /// The task name.
+    pub task: String,
+    /// The record's level.
+    pub level: LogLevel,
+    /// The formatted message.
+    pub message: String,
+    /// When the host received it.
+    pub at: SystemTime,
+}
+
+/// What an [`UpdateStream`] carries: a task's progress and log records while
+/// it runs, then its completion. For one task they come in the order the
+/// guest made them, and [`TaskUpdate::Finished`] is its last.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskUpdate {
+    /// The guest reported progress.
+    Progress(ProgressEvent),
+    /// The guest logged a record.
+    Log(LogEvent),
+    /// The task is over: the same event as on an [`EventStream`] (boxed: it
+    /// is much larger than the others).
+    Finished(Box<TaskEvent>),
+}
+
+impl TaskUpdate {
+    /// The uid of the task it is about.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let mut updates = exec.updates();
+    /// let handle = exec.submit::<_, u64>(&module, "count", &10u64)?;
+    /// while let Some(update) = updates.recv().await {
+    ///     if update.uid() == handle.uid() {
+    ///         println!("{update:?}");
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn uid(&self) -> &str {
+        match self {
+            TaskUpdate::Progress(event) => &event.uid,
+            TaskUpdate::Log(event) => &event.uid,
+            TaskUpdate::Finished(event) => &event.uid,
+        }
+    }
+}
+
+/// A subscription to every task's progress, logs and completion, made by
+/// [`Executor::updates`](crate::Executor::updates).
+///
+/// Unbounded like [`EventStream`], so nothing is lost and a slow reader never
+/// stalls the executor; what a guest can send is bounded by the worker (one
+/// progress message per 10 ms at most, log records within the task's
+/// `max_log_bytes`).
+#[derive(Debug)]
+pub struct UpdateStream {
+    rx: mpsc::UnboundedReceiver<TaskUpdate>,
+}
+
+impl UpdateStream {
+    /// Waits for the next update; `None` once the executor is gone and every
+    /// buffered update was read.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an update is never lost by dropping this future.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// use asyncer::TaskUpdate;
+    /// let mut updates = exec.updates();
+    /// let _ = exec.submit::<_, u64>(&module, "count", &10u64)?;
+    /// while let Some(update) = updates.recv().await {
+    ///     if let TaskUpdate::Finished(event) = update {
+    ///         println!("{}: {}", event.uid, event.outcome());
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn recv(&mut self) -> Option<TaskUpdate> {
+        self.rx.recv().await
+    }
+
+    /// Returns a buffered update, if any, without waiting.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let mut updates = exec.updates();
+    /// while let Some(update) = updates.try_recv() {
+    ///     println!("{}", update.uid());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_recv(&mut self) -> Option<TaskUpdate> {
         self.rx.try_recv().ok()
     }
 }
@@ -104,6 +305,7 @@ impl EventStream {
 #[derive(Default)]
 pub(crate) struct Subscribers {
     senders: std::sync::Mutex<Vec<mpsc::UnboundedSender<TaskEvent>>>,
+    updates: std::sync::Mutex<Vec<mpsc::UnboundedSender<TaskUpdate>>>,
 }
 
 impl Subscribers {
@@ -113,10 +315,26 @@ impl Subscribers {
         EventStream { rx }
     }
 
+    pub(crate) fn subscribe_updates(&self) -> UpdateStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.updates.lock().expect("subscribers poisoned").push(tx);
+        UpdateStream { rx }
+    }
+
+    /// Publishes a completion to both kinds of subscriber.
     pub(crate) fn publish(&self, event: &TaskEvent) {
         self.senders
             .lock()
             .expect("subscribers poisoned")
             .retain(|tx| tx.send(event.clone()).is_ok());
+        self.publish_update(|| TaskUpdate::Finished(Box::new(event.clone())));
+    }
+
+    /// Publishes a progress or log update, made only if someone listens.
+    pub(crate) fn publish_update(&self, update: impl Fn() -> TaskUpdate) {
+        self.updates
+            .lock()
+            .expect("subscribers poisoned")
+            .retain(|tx| tx.send(update()).is_ok());
     }
 }

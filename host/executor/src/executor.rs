@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::event::{EventStream, TaskEvent};
+use crate::event::{EventStream, TaskEvent, UpdateStream};
 use crate::handle::{decode_postcard, raw, RawResult, TaskHandle};
 use crate::job::{Hub, JobControl};
 use crate::module::{Artifact, Compiler, Module};
@@ -78,6 +78,16 @@ impl ExecutorBuilder {
     /// critical path. Each still serves exactly one task and exits. These
     /// idle workers use no CPU and are not counted in `max_processes`, which
     /// bounds the workers running tasks. Default 0. Ignored in warm mode.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().max_processes(4).prestart(2).build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn prestart(mut self, n: usize) -> Self {
         self.prestart = n;
         self
@@ -88,6 +98,17 @@ impl ExecutorBuilder {
     /// stays responsive while every core runs tasks; other work on the
     /// machine is favoured over tasks too. Use 0 to schedule them like the
     /// host.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// // Schedule the workers like the host.
+    /// let exec = asyncer::Executor::builder().worker_nice(0).build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn worker_nice(mut self, nice: i32) -> Self {
         self.nice = Some(nice.clamp(0, 19));
         self
@@ -100,12 +121,35 @@ impl ExecutorBuilder {
     /// Same API, errors and events; at most `max_processes` workers exist.
     /// Off by default: a fresh process per task isolates tasks at the OS level
     /// too.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Executor, WarmOptions};
+    /// let exec = Executor::builder()
+    ///     .warm(WarmOptions { max_tasks: 500, ..WarmOptions::default() })
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn warm(mut self, options: WarmOptions) -> Self {
         self.warm = Some(options);
         self
     }
 
     /// Most worker processes alive at once (default: the number of CPUs).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().max_processes(2).build()?;
+    /// assert_eq!(exec.max_processes(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_processes(mut self, n: usize) -> Self {
         self.max_processes = Some(n.max(1));
         self
@@ -113,6 +157,18 @@ impl ExecutorBuilder {
 
     /// The worker program to run, instead of looking it up (see
     /// [`Executor::builder`]).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder()
+    ///     .worker_program("/opt/myapp/bin/asyncer-worker")
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
         self.worker = Some(path.into());
         self
@@ -122,24 +178,73 @@ impl ExecutorBuilder {
     /// survive the process; by default a private temporary directory is used
     /// and removed with the executor. The directory must be trusted: workers
     /// load native code from it.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder()
+    ///     .cache_dir("/var/cache/myapp/asyncer")
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
         self
     }
 
     /// Default limits of every task.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Executor, Limits};
+    /// use std::time::Duration;
+    /// let exec = Executor::builder()
+    ///     .limits(Limits::default().timeout(Duration::from_secs(5)).max_memory_bytes(256 << 20))
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
     /// Default capabilities of every task (none unless set).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Capabilities, Executor};
+    /// let exec = Executor::builder()
+    ///     .capabilities(Capabilities::none().read_only_dir("/srv/models", "/models"))
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = capabilities;
         self
     }
 
     /// Starts the executor's runner on the current tokio runtime.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().build()?;
+    /// println!("up to {} workers", exec.max_processes());
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`Error::SpawnFailed`] when the worker program cannot be found or the
@@ -204,6 +309,23 @@ pub struct TaskOptions {
 
 impl TaskOptions {
     /// Default options: a fresh uuid v4 and the executor's limits.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Limits, TaskOptions};
+    /// use std::time::Duration;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let options = TaskOptions::new()
+    ///     .uid("order-1234")
+    ///     .limits(Limits::default().timeout(Duration::from_millis(500)));
+    /// let handle = exec.submit_with::<_, u64>(&module, "price", &1234u64, options)?;
+    /// assert_eq!(handle.uid(), "order-1234");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new() -> Self {
         TaskOptions::default()
     }
@@ -232,17 +354,48 @@ impl Executor {
     /// given to [`ExecutorBuilder::worker_program`], `$ASYNCER_WORKER`,
     /// `asyncer-worker` next to the current executable (or one directory up),
     /// then `$PATH`.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().max_processes(4).build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> ExecutorBuilder {
         ExecutorBuilder::default()
     }
 
     /// Most worker processes alive at once.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().max_processes(3).build()?;
+    /// assert_eq!(exec.max_processes(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_processes(&self) -> usize {
         self.shared.max_processes
     }
 
     /// Loads, validates and precompiles the module at `path`, off the event
     /// loop. Loading the same bytes twice returns the same module.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec.load("heavy.wasm").await?;
+    /// println!("{} exports {:?}", module.name(), module.tasks());
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`Error::ModuleNotFound`] when the file cannot be read,
@@ -257,6 +410,21 @@ impl Executor {
 
     /// Like [`Executor::load`], from bytes in memory.
     ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let bytes = std::fs::read("uploaded.wasm").expect("readable");
+    /// match exec.load_bytes(bytes).await {
+    ///     Ok(module) => println!("accepted, tasks {:?}", module.tasks()),
+    ///     Err(asyncer::Error::InvalidModule { message }) => println!("refused: {message}"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// As [`Executor::load`].
     pub async fn load_bytes(&self, bytes: impl Into<Vec<u8>>) -> Result<Module, Error> {
@@ -268,6 +436,18 @@ impl Executor {
 
     /// Queues task `task` of `module` with `input`; the handle resolves to its
     /// output. Never blocks: the task waits in the queue for a free slot.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let handle = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
+    /// assert_eq!(handle.await?, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`Error::NoSuchTask`] when the module has no such task,
@@ -288,6 +468,24 @@ impl Executor {
     }
 
     /// [`Executor::submit`] with a uid and limits of its own.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Limits, TaskOptions};
+    /// use std::time::Duration;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let options = TaskOptions::new().uid("job-7").limits(Limits::default().fuel(10_000_000));
+    /// let handle = exec.submit_with::<_, u64>(&module, "add", &(1u64, 2u64), options)?;
+    /// match handle.await {
+    ///     Err(asyncer::Error::OutOfFuel { .. }) => println!("too expensive"),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// As [`Executor::submit`].
@@ -310,6 +508,21 @@ impl Executor {
     /// input and output types come from the guest crate's `#[task]`
     /// (`heavy::HEAVY` for `#[task] fn heavy`), so they cannot be mismatched.
     ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::TaskRef;
+    /// // What `#[task] fn add(pair: (u64, u64)) -> u64` defines in the guest crate:
+    /// const ADD: TaskRef<(u64, u64), u64> = TaskRef::new("add");
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let sum: u64 = exec.submit_task(&module, ADD, &(1, 2))?.await?;
+    /// assert_eq!(sum, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// As [`Executor::submit`].
     pub fn submit_task<I, O>(
@@ -328,6 +541,20 @@ impl Executor {
     /// Queues a task with raw postcard input bytes; the handle resolves to the
     /// raw output bytes (the postcard `Output`, without envelope byte).
     ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::TaskOptions;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// // (1u64, 2u64) in postcard is [1, 2]; the output 3u64 is [3].
+    /// let handle = exec.submit_bytes(&module, "add", vec![1, 2], TaskOptions::new())?;
+    /// assert_eq!(handle.await?, vec![3]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// As [`Executor::submit`].
     pub fn submit_bytes(
@@ -345,6 +572,18 @@ impl Executor {
     /// guest's CPU work blocks the event loop while it runs (its sleeps do
     /// not). Meant for comparisons (the seed example's `[No MP]` half),
     /// debugging and tests; use [`Executor::submit`] for real work.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let sum: u64 = exec.run_in_process(&module, "add", &(1u64, 2u64)).await?;
+    /// assert_eq!(sum, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// As [`Executor::submit`] and the task itself; a host-side kill cannot
@@ -378,6 +617,7 @@ impl Executor {
             input: &input,
             limits: &wire_limits,
             capabilities: &self.shared.capabilities.to_wire(),
+            sink: Some(in_process_sink(task)),
         })
         .await;
         let output = reply.outcome.map_err(|failure| {
@@ -392,8 +632,56 @@ impl Executor {
     }
 
     /// Subscribes to completion events of tasks finishing from now on.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let mut events = exec.events();
+    /// let _detached = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
+    /// let event = events.recv().await.expect("one event per task");
+    /// println!("{} {} in {:?}", event.uid, event.outcome(), event.wall_time);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn events(&self) -> EventStream {
         self.shared.hub.subscribers.subscribe()
+    }
+
+    /// Subscribes to everything tasks report from now on: their progress and
+    /// log records while they run, and their completion events (the same as
+    /// [`Executor::events`]), on one channel.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Executor, TaskUpdate};
+    ///
+    /// let exec = Executor::builder().build()?;
+    /// let module = exec.load("tasks.wasm").await?;
+    /// let mut updates = exec.updates();
+    /// let handle = exec.submit::<_, u64>(&module, "count", &1_000_000u64)?;
+    /// while let Some(update) = updates.recv().await {
+    ///     match update {
+    ///         TaskUpdate::Progress(p) => println!("{}: {}/{}", p.uid, p.progress.done, p.progress.total),
+    ///         TaskUpdate::Log(log) => println!("{}: [{}] {}", log.uid, log.level, log.message),
+    ///         TaskUpdate::Finished(done) => {
+    ///             println!("{}: {}", done.uid, done.outcome());
+    ///             break;
+    ///         }
+    ///         _ => {}
+    ///     }
+    /// }
+    /// let total = handle.await?;
+    /// # let _ = total;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn updates(&self) -> UpdateStream {
+        self.shared.hub.subscribers.subscribe_updates()
     }
 
     /// Graceful shutdown: refuses new tasks ([`Error::ShutDown`]), lets queued
@@ -404,6 +692,22 @@ impl Executor {
     /// # Cancel safety
     /// Dropping the future leaves the executor closed; tasks keep running
     /// until they finish or are stopped by another shutdown or abort.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use std::time::Duration;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// exec.shutdown(Duration::from_secs(10)).await;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// assert!(matches!(
+    ///     exec.submit::<_, u64>(&module, "add", &(1u64, 2u64)),
+    ///     Err(asyncer::Error::ShutDown)
+    /// ));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn shutdown(&self, grace: Duration) {
         self.shared.closed.store(true, Ordering::SeqCst);
         if tokio::time::timeout(grace, self.shared.hub.drained())
@@ -419,6 +723,16 @@ impl Executor {
     /// Immediate shutdown: refuses new tasks and stops every queued and
     /// running one now (their handles resolve to [`Error::ShutDown`]).
     /// Returns once every worker process has been reaped.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// exec.abort().await; // every worker is reaped when this returns
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn abort(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.hub.stop_all(&Error::ShutDown);
@@ -480,6 +794,20 @@ impl Executor {
         tracing::debug!(uid = %control.uid, task, module = module.name(), "task queued");
         Ok(TaskHandle::new(control, rx, decode))
     }
+}
+
+/// Where an in-process run's progress and log records go: `tracing`, with
+/// the uid `in-process`.
+fn in_process_sink(task: &str) -> asyncer_worker::GuestSink {
+    let task = task.to_owned();
+    Arc::new(move |message| match message {
+        asyncer_protocol::GuestMessage::Log(record) => {
+            crate::job::log_guest_record("in-process", &task, &record);
+        }
+        asyncer_protocol::GuestMessage::Progress(p) => {
+            tracing::debug!(uid = "in-process", task = %task, done = p.done, total = p.total, "task progress: {}", p.message);
+        }
+    })
 }
 
 /// The postcard bytes of a task's input.
@@ -559,9 +887,15 @@ async fn run_job(shared: &Arc<Shared>, job: &Job) -> (RawResult, TaskEvent, Opti
                 limits: job.limits.to_wire(),
                 capabilities: job.capabilities.to_wire(),
             };
+            let on_guest = |message| control.on_guest(message);
             shared
                 .pool
-                .run(&request, job.limits.get_timeout(), control.stop_signal())
+                .run(
+                    &request,
+                    job.limits.get_timeout(),
+                    control.stop_signal(),
+                    &on_guest,
+                )
                 .await
         }
         Err(error) => WorkerRun {
@@ -616,6 +950,7 @@ fn finish(job: &Job, run: WorkerRun) -> (RawResult, TaskEvent, Option<ExitingWor
         event.stderr = reply.stderr;
         event.stdout_dropped = reply.stdout_dropped;
         event.stderr_dropped = reply.stderr_dropped;
+        event.log_dropped = reply.log_dropped;
     }
     (result, event, run.exiting)
 }

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use asyncer_protocol::{GuestMessage, LogLevel, LogRecord, Progress};
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::event::{Subscribers, TaskEvent};
+use crate::event::{LogEvent, ProgressEvent, Subscribers, TaskEvent, TaskUpdate};
 use crate::handle::RawResult;
 use crate::Error;
 
@@ -32,7 +33,19 @@ pub(crate) struct JobControl {
     reply: Mutex<Option<oneshot::Sender<RawResult>>>,
     /// Set once, to the error a running task should end with.
     stop: watch::Sender<Option<Error>>,
+    /// The latest progress, for [`crate::ProgressWatch`]es.
+    progress: watch::Sender<ProgressState>,
     hub: Arc<Hub>,
+}
+
+/// What a [`crate::ProgressWatch`] sees.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProgressState {
+    /// Bumped at every new progress value.
+    pub(crate) version: u64,
+    pub(crate) latest: Option<Progress>,
+    /// The task has its result: no more progress will come.
+    pub(crate) finished: bool,
 }
 
 /// What an executor's jobs share: the event subscribers and the set of jobs
@@ -66,6 +79,7 @@ impl Hub {
             phase: Mutex::new(Phase::Queued),
             reply: Mutex::new(Some(reply)),
             stop: watch::Sender::new(None),
+            progress: watch::Sender::new(ProgressState::default()),
             hub: self.clone(),
         });
         self.jobs
@@ -153,10 +167,58 @@ impl JobControl {
         }
     }
 
+    /// A receiver of the job's progress.
+    pub(crate) fn progress_signal(&self) -> watch::Receiver<ProgressState> {
+        self.progress.subscribe()
+    }
+
+    /// Handles a progress or log record of the running guest: progress
+    /// watchers, update subscribers and `tracing`.
+    pub(crate) fn on_guest(&self, message: GuestMessage) {
+        let at = SystemTime::now();
+        match message {
+            GuestMessage::Progress(progress) => {
+                tracing::debug!(
+                    uid = %self.uid,
+                    task = %self.task,
+                    done = progress.done,
+                    total = progress.total,
+                    "task progress: {}",
+                    progress.message
+                );
+                self.hub.subscribers.publish_update(|| {
+                    TaskUpdate::Progress(ProgressEvent {
+                        uid: self.uid.clone(),
+                        task: self.task.clone(),
+                        progress: progress.clone(),
+                        at,
+                    })
+                });
+                self.progress.send_modify(|state| {
+                    state.version += 1;
+                    state.latest = Some(progress);
+                });
+            }
+            GuestMessage::Log(record) => {
+                log_guest_record(&self.uid, &self.task, &record);
+                self.hub.subscribers.publish_update(|| {
+                    TaskUpdate::Log(LogEvent {
+                        uid: self.uid.clone(),
+                        task: self.task.clone(),
+                        level: record.level,
+                        message: record.message.clone(),
+                        at,
+                    })
+                });
+            }
+        }
+    }
+
     /// Sends the result of a job that ran. Its event follows with
     /// [`JobControl::complete`], once its worker is reaped.
     pub(crate) fn respond(&self, result: RawResult) {
         *self.phase.lock().expect("phase poisoned") = Phase::Finished;
+        self.progress.send_modify(|state| state.finished = true);
         if let Some(reply) = self.reply.lock().expect("reply poisoned").take() {
             log_outcome(&self.uid, &self.task, &result);
             let _ = reply.send(result);
@@ -192,6 +254,30 @@ impl JobControl {
             stderr: Vec::new(),
             stdout_dropped: 0,
             stderr_dropped: 0,
+            log_dropped: 0,
+        }
+    }
+}
+
+/// Logs a guest's record through `tracing` at its level, target
+/// `asyncer::guest`, with the task's uid.
+pub(crate) fn log_guest_record(uid: &str, task: &str, record: &LogRecord) {
+    let message = &record.message;
+    match record.level {
+        LogLevel::Trace => {
+            tracing::trace!(target: "asyncer::guest", uid = %uid, task = %task, "{message}")
+        }
+        LogLevel::Debug => {
+            tracing::debug!(target: "asyncer::guest", uid = %uid, task = %task, "{message}")
+        }
+        LogLevel::Info => {
+            tracing::info!(target: "asyncer::guest", uid = %uid, task = %task, "{message}")
+        }
+        LogLevel::Warn => {
+            tracing::warn!(target: "asyncer::guest", uid = %uid, task = %task, "{message}")
+        }
+        LogLevel::Error => {
+            tracing::error!(target: "asyncer::guest", uid = %uid, task = %task, "{message}")
         }
     }
 }

@@ -49,12 +49,12 @@ mod limits;
 mod module;
 mod process;
 
-pub use asyncer_protocol::TaskRef;
+pub use asyncer_protocol::{LogLevel, Progress, TaskRef};
 pub use capabilities::{Capabilities, DirGrant};
 pub use error::{Error, ErrorKind};
-pub use event::{EventStream, TaskEvent};
+pub use event::{EventStream, LogEvent, ProgressEvent, TaskEvent, TaskUpdate, UpdateStream};
 pub use executor::{Executor, ExecutorBuilder, TaskOptions};
-pub use handle::TaskHandle;
+pub use handle::{ProgressWatch, TaskHandle};
 pub use limits::Limits;
 pub use module::Module;
 pub use process::{WarmOptions, WORKER_ENV, WORKER_PROGRAM};

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use asyncer_protocol::{
-    EngineFlavor, ABI_ALLOC_EXPORT, ABI_MEMORY_EXPORT, ABI_TASK_PREFIX, ABI_WASI_MODULE,
+    EngineFlavor, ABI_ALLOC_EXPORT, ABI_HOST_MODULE, ABI_MEMORY_EXPORT, ABI_TASK_PREFIX,
+    ABI_WASI_MODULE,
 };
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, ExternType, ValType};
@@ -46,22 +47,73 @@ impl fmt::Debug for Module {
 
 impl Module {
     /// The file name it was loaded from, or `"<bytes>"`.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec.load("tasks.wasm").await?;
+    /// assert_eq!(module.name(), "tasks.wasm");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn name(&self) -> &str {
         &self.inner.name
     }
 
     /// Hex SHA-256 of the module bytes: its identity in events and the cache.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec.load("tasks.wasm").await?;
+    /// assert_eq!(module.hash().len(), 64);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn hash(&self) -> &str {
         &self.inner.hash
     }
 
     /// The task names it exports, sorted.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec.load("tasks.wasm").await?;
+    /// for task in module.tasks() {
+    ///     println!("task:{task}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn tasks(&self) -> &[String] {
         &self.inner.tasks
     }
 
     /// This module with its own default limits, used by its tasks unless a
     /// task sets its own (task > module > executor).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let untrusted = exec
+    ///     .load("uploaded.wasm")
+    ///     .await?
+    ///     .with_limits(Limits::default().timeout(Duration::from_secs(1)).max_memory_bytes(32 << 20));
+    /// # let _ = untrusted;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = Some(limits);
         self
@@ -69,6 +121,21 @@ impl Module {
 
     /// This module with its own default capabilities (task > module >
     /// executor).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::Capabilities;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec
+    ///     .load("indexer.wasm")
+    ///     .await?
+    ///     .with_capabilities(Capabilities::none().read_only_dir("/srv/docs", "/docs"));
+    /// # let _ = module;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = Some(capabilities);
         self
@@ -83,11 +150,35 @@ impl Module {
     }
 
     /// Its imports, as `module::name`.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec.load("tasks.wasm").await?;
+    /// assert!(module.imports().iter().all(|i| i.starts_with("wasi_snapshot_preview1::") || i.starts_with("asyncer::")));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn imports(&self) -> &[String] {
         &self.inner.imports
     }
 
     /// Whether it exports task `name`.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec.load("tasks.wasm").await?;
+    /// if !module.has_task("resize") {
+    ///     eprintln!("this module cannot resize images");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn has_task(&self, name: &str) -> bool {
         self.inner
             .tasks
@@ -299,14 +390,15 @@ fn compile(engine: &Engine, name: &str, bytes: &[u8]) -> Result<wasmtime::Module
     })
 }
 
-/// Checks guest ABI v1: only WASI imports (all of them known), a `memory`,
+/// Checks guest ABI v1: only WASI imports and the `asyncer` host module
+/// (all of them known, with the right types), a `memory`,
 /// `asyncer_alloc: (i32) -> i32`, and tasks `task:NAME: (i32, i32) -> i64`.
 /// Returns the sorted task names.
 fn check_abi(engine: &Engine, module: &wasmtime::Module) -> Result<Vec<String>, String> {
     for import in module.imports() {
-        if import.module() != ABI_WASI_MODULE {
+        if import.module() != ABI_WASI_MODULE && import.module() != ABI_HOST_MODULE {
             return Err(format!(
-                "imports `{}::{}`, but a guest may only import from `{ABI_WASI_MODULE}`",
+                "imports `{}::{}`, but a guest may only import from `{ABI_WASI_MODULE}` and `{ABI_HOST_MODULE}`",
                 import.module(),
                 import.name()
             ));
@@ -315,7 +407,7 @@ fn check_abi(engine: &Engine, module: &wasmtime::Module) -> Result<Vec<String>, 
     let linker = asyncer_worker::new_linker(engine).map_err(|e| e.to_string())?;
     linker
         .instantiate_pre(module)
-        .map_err(|e| format!("unsupported WASI import: {e:#}"))?;
+        .map_err(|e| format!("unsupported import: {e:#}"))?;
 
     let mut has_memory = false;
     let mut has_alloc = false;

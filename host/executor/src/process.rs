@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use asyncer_protocol::{
-    decode_frame, encode_frame, Reply, Request, FRAME_HEADER_LEN, MAGIC, PROTOCOL_VERSION,
+    decode_frame, encode_frame, GuestMessage, Reply, Request, WorkerMessage, FRAME_HEADER_LEN,
+    MAGIC, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -247,13 +248,16 @@ impl Pool {
         }
     }
 
-    /// Runs one request in a worker; the worker is reaped before this returns
-    /// unless it goes back to the warm pool.
+    /// Runs one request in a worker, handing the guest's progress and log
+    /// records to `on_guest` as they arrive; the worker is reaped before this
+    /// returns unless it goes back to the warm pool (or is handed back as
+    /// [`WorkerRun::exiting`]).
     pub(crate) async fn run(
         self: &Arc<Self>,
         request: &Request,
         host_timeout: Option<Duration>,
         mut stop: watch::Receiver<Option<Error>>,
+        on_guest: &(dyn Fn(GuestMessage) + Send + Sync),
     ) -> WorkerRun {
         let started_at = std::time::SystemTime::now();
         let mut run = WorkerRun {
@@ -303,7 +307,7 @@ impl Pool {
                 // One task per process: EOF tells the worker to exit after it.
                 worker.stdin = None;
             }
-            read_reply(&mut worker.stdout, max_reply).await
+            read_reply(&mut worker.stdout, max_reply, on_guest).await
         };
         let timed = async {
             match host_timeout {
@@ -326,9 +330,7 @@ impl Pool {
             reason = stopped => Err(reason),
         };
         let reply = match exchanged {
-            Ok(Ok(bytes)) => decode_frame::<Reply>(&bytes)
-                .map_err(|e| NoReply::Gone(format!("unreadable reply: {e}"))),
-            Ok(Err(no_reply)) => Err(no_reply),
+            Ok(reply) => reply,
             Err(error) => {
                 // Timed out or stopped: kill and reap.
                 let status = worker.kill().await;
@@ -421,9 +423,29 @@ impl Worker {
 /// How long a retiring worker may take to exit before it is killed.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
-/// Reads exactly one reply frame (header and body), refusing bodies over
-/// `max` bytes before reading them.
-async fn read_reply(reader: &mut (impl AsyncRead + Unpin), max: u64) -> Result<Vec<u8>, NoReply> {
+/// Reads the worker's messages up to its reply, handing the guest's records
+/// to `on_guest` on the way.
+async fn read_reply(
+    reader: &mut (impl AsyncRead + Unpin),
+    max: u64,
+    on_guest: &(dyn Fn(GuestMessage) + Send + Sync),
+) -> Result<Reply, NoReply> {
+    loop {
+        let frame = read_frame_bytes(reader, max).await?;
+        match decode_frame::<WorkerMessage>(&frame) {
+            Ok(WorkerMessage::Guest(message)) => on_guest(message),
+            Ok(WorkerMessage::Reply(reply)) => return Ok(reply),
+            Err(e) => return Err(NoReply::Gone(format!("unreadable reply: {e}"))),
+        }
+    }
+}
+
+/// Reads exactly one frame (header and body), refusing bodies over `max`
+/// bytes before reading them.
+async fn read_frame_bytes(
+    reader: &mut (impl AsyncRead + Unpin),
+    max: u64,
+) -> Result<Vec<u8>, NoReply> {
     let mut frame = vec![0u8; FRAME_HEADER_LEN];
     if let Err(e) = reader.read_exact(&mut frame).await {
         return Err(NoReply::Gone(

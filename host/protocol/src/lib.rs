@@ -1,8 +1,9 @@
 //! The host ↔ worker wire format of asyncer, and the guest ABI constants.
 //!
 //! One source of truth for both sides: the executor writes a [`Request`] to a
-//! worker's stdin and reads one [`Reply`] from its stdout. Each message is a
-//! frame: the 4-byte [`MAGIC`], the little-endian [`PROTOCOL_VERSION`]
+//! worker's stdin and reads [`WorkerMessage`]s from its stdout: any number of
+//! [`WorkerMessage::Guest`] (the guest's progress and log records, sent while
+//! it runs), then one [`WorkerMessage::Reply`]. Each message is a frame: the 4-byte [`MAGIC`], the little-endian [`PROTOCOL_VERSION`]
 //! (`u16`), the little-endian body length (`u32`), then the postcard body.
 //!
 //! ```
@@ -24,6 +25,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod abi {
+    #![doc = include_str!("../ABI.md")]
+}
+
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
@@ -32,7 +37,7 @@ use serde::{Deserialize, Serialize};
 /// First bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"ASYN";
 /// Version of the frame layout and of the message types below.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Bytes before a frame's body: magic, version, body length.
 pub const FRAME_HEADER_LEN: usize = 10;
 
@@ -47,6 +52,17 @@ pub const ABI_TASK_PREFIX: &str = "task:";
 pub const ABI_INITIALIZE_EXPORT: &str = "_initialize";
 /// Guest ABI v1: the only import module a guest may use.
 pub const ABI_WASI_MODULE: &str = "wasi_snapshot_preview1";
+/// Guest ABI v1 (optional): the host's own import module. A guest may
+/// import only [`ABI_PROGRESS_IMPORT`] and [`ABI_LOG_IMPORT`] from it.
+pub const ABI_HOST_MODULE: &str = "asyncer";
+/// Guest ABI v1 (optional): `asyncer::progress(done: i64, total: i64,
+/// msg_ptr: i32, msg_len: i32)`, the task's progress; `done` and `total` are
+/// `u64` values passed as `i64` bits, the message is UTF-8 in guest memory.
+pub const ABI_PROGRESS_IMPORT: &str = "progress";
+/// Guest ABI v1 (optional): `asyncer::log(level: i32, msg_ptr: i32,
+/// msg_len: i32)`, one log record; `level` is a [`LogLevel`] number
+/// (0 trace, 1 debug, 2 info, 3 warn, 4 error).
+pub const ABI_LOG_IMPORT: &str = "log";
 /// Envelope byte: the postcard `Output` follows.
 pub const ENVELOPE_OK: u8 = 0x00;
 /// Envelope byte: a postcard `String` follows, the guest's own error.
@@ -185,6 +201,120 @@ impl Default for Limits {
     }
 }
 
+/// One message from a worker: what a guest reports while it runs, or the
+/// task's final reply (always the last message of a task).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerMessage {
+    /// A progress or log record from the running guest.
+    Guest(GuestMessage),
+    /// The task is over.
+    Reply(Reply),
+}
+
+/// What a running guest reports through the `asyncer` host import module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestMessage {
+    /// `asyncer::progress`.
+    Progress(Progress),
+    /// `asyncer::log`.
+    Log(LogRecord),
+}
+
+/// How far a task has come, as it reported with `asyncer_guest::progress`.
+///
+/// ```
+/// use asyncer_protocol::Progress;
+/// let p = Progress { done: 3, total: 4, message: "parsing".into() };
+/// assert_eq!(p.fraction(), Some(0.75));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Units of work done.
+    pub done: u64,
+    /// Units of work in all (0 when unknown).
+    pub total: u64,
+    /// What the task is doing.
+    pub message: String,
+}
+
+impl Progress {
+    /// `done / total`, clamped to `0.0..=1.0`; `None` when `total` is 0.
+    pub fn fraction(&self) -> Option<f64> {
+        (self.total > 0).then(|| (self.done as f64 / self.total as f64).clamp(0.0, 1.0))
+    }
+}
+
+/// One log record of a guest, made with `asyncer_guest::info!` and friends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Its level.
+    pub level: LogLevel,
+    /// The formatted message.
+    pub message: String,
+}
+
+/// The level of a guest's log record, as `tracing`'s levels.
+///
+/// ```
+/// use asyncer_protocol::LogLevel;
+/// assert_eq!(LogLevel::from_abi(2), Some(LogLevel::Info));
+/// assert_eq!(LogLevel::Warn.to_abi(), 3);
+/// assert_eq!(LogLevel::from_abi(9), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LogLevel {
+    /// Very verbose detail.
+    Trace,
+    /// Detail for debugging.
+    Debug,
+    /// Ordinary information.
+    Info,
+    /// Something looks wrong.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl LogLevel {
+    /// Every level, from the most verbose.
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+    ];
+
+    /// The level of the ABI number `level` (0 trace … 4 error).
+    pub fn from_abi(level: i32) -> Option<LogLevel> {
+        usize::try_from(level)
+            .ok()
+            .and_then(|i| LogLevel::ALL.get(i).copied())
+    }
+
+    /// The ABI number of this level.
+    pub fn to_abi(self) -> i32 {
+        self as i32
+    }
+
+    /// `"trace"` … `"error"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a worker sends back: the outcome, usage figures and captured output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
@@ -200,6 +330,9 @@ pub struct Reply {
     pub stdout_dropped: u64,
     /// Bytes of stderr dropped past the limit.
     pub stderr_dropped: u64,
+    /// Bytes of guest log records dropped past the limit (the records sent
+    /// share the `max_log_bytes` budget).
+    pub log_dropped: u64,
 }
 
 impl Reply {
@@ -212,6 +345,7 @@ impl Reply {
             stderr: Vec::new(),
             stdout_dropped: 0,
             stderr_dropped: 0,
+            log_dropped: 0,
         }
     }
 }
@@ -462,6 +596,7 @@ mod tests {
             stderr: vec![],
             stdout_dropped: 3,
             stderr_dropped: 0,
+            log_dropped: 5,
         }
     }
 
@@ -470,6 +605,36 @@ mod tests {
         let wire = encode_frame(&sample_reply()).unwrap();
         let back: Reply = decode_frame(&wire).unwrap();
         assert_eq!(back, sample_reply());
+    }
+
+    #[test]
+    fn worker_messages_round_trip() {
+        for message in [
+            WorkerMessage::Guest(GuestMessage::Progress(Progress {
+                done: u64::MAX,
+                total: 7,
+                message: "étape".into(),
+            })),
+            WorkerMessage::Guest(GuestMessage::Log(LogRecord {
+                level: LogLevel::Warn,
+                message: "careful".into(),
+            })),
+            WorkerMessage::Reply(sample_reply()),
+        ] {
+            let back: WorkerMessage = decode_frame(&encode_frame(&message).unwrap()).unwrap();
+            assert_eq!(back, message);
+        }
+    }
+
+    #[test]
+    fn log_levels_map_to_abi_numbers_and_back() {
+        for (i, level) in LogLevel::ALL.into_iter().enumerate() {
+            assert_eq!(level.to_abi(), i as i32);
+            assert_eq!(LogLevel::from_abi(i as i32), Some(level));
+        }
+        assert_eq!(LogLevel::from_abi(-1), None);
+        assert_eq!(LogLevel::from_abi(5), None);
+        assert!(LogLevel::Trace < LogLevel::Error);
     }
 
     #[test]
@@ -554,6 +719,7 @@ mod fuzz {
             frame.extend_from_slice(&body);
             let _ = decode_frame::<Request>(&frame);
             let _ = decode_frame::<Reply>(&frame);
+            let _ = decode_frame::<WorkerMessage>(&frame);
         }
 
         /// Any request survives the round trip.

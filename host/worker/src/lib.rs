@@ -2,9 +2,10 @@
 //! WASI preview 1 sandbox and reports a typed outcome.
 //!
 //! The executor starts the `asyncer-worker` program once per task, writes one
-//! [`Request`](asyncer_protocol::Request) frame to its stdin and reads one
-//! [`Reply`](asyncer_protocol::Reply) frame from its stdout
-//! ([`serve_stdio`]). The same engine settings ([`engine_config`]) are used by
+//! [`Request`](asyncer_protocol::Request) frame to its stdin and reads
+//! [`WorkerMessage`](asyncer_protocol::WorkerMessage) frames from its stdout
+//! ([`serve_stdio`]): the guest's progress and log records while it runs
+//! (the `asyncer` host import module, see [`report`]), then one reply. The same engine settings ([`engine_config`]) are used by
 //! the host to precompile modules and by the worker to load them, so the
 //! artifacts always match.
 //!
@@ -15,12 +16,14 @@
 mod capture;
 mod classify;
 mod hygiene;
+pub mod report;
 mod run;
 
 use asyncer_protocol::EngineFlavor;
 use wasmtime::{Config, Engine, WasmBacktraceDetails};
 
 pub use classify::{classify_error, panic_message};
+pub use report::GuestSink;
 pub use run::{run_loaded, serve_stdio, LoadedTask, StoreState};
 
 /// The wasmtime version the worker is built with (part of artifact names).
@@ -62,12 +65,14 @@ pub fn new_engine(flavor: EngineFlavor) -> wasmtime::Result<Engine> {
     Engine::new(&engine_config(flavor))
 }
 
-/// A linker with WASI preview 1 (async), the only imports a guest may use.
+/// A linker with WASI preview 1 (async) and the `asyncer` host module
+/// (progress and logs, see [`report`]): the only imports a guest may use.
 ///
 /// # Errors
-/// Fails only if wasmtime cannot define the WASI functions.
+/// Fails only if wasmtime cannot define the functions.
 pub fn new_linker(engine: &Engine) -> wasmtime::Result<wasmtime::Linker<StoreState>> {
     let mut linker = wasmtime::Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut StoreState| &mut state.wasi)?;
+    report::add_to_linker(&mut linker)?;
     Ok(linker)
 }

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use asyncer_protocol::{
     read_frame, write_frame, Capabilities, EngineFlavor, ErrorKind, Failure, FrameError, Limits,
-    Reply, Request, Usage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT, ABI_MEMORY_EXPORT,
-    ABI_TASK_PREFIX, ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
+    Reply, Request, Usage, WorkerMessage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT,
+    ABI_MEMORY_EXPORT, ABI_TASK_PREFIX, ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
 };
 use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -18,15 +18,18 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::capture::Capture;
 use crate::classify::{classify_error, MemoryLimitExceeded};
+use crate::report::{GuestSink, Reporter};
 
 /// The largest request frame a worker accepts (the input plus a little).
 const MAX_REQUEST_BYTES: u64 = 1 << 30;
 
-/// Per-store state: the guest's WASI context and the resource limiter.
+/// Per-store state: the guest's WASI context, the resource limiter and the
+/// state of the `asyncer` imports.
 pub struct StoreState {
     /// The sandboxed WASI preview 1 context.
     pub wasi: WasiP1Ctx,
     limiter: Limiter,
+    pub(crate) reporter: Reporter,
 }
 
 /// Caps linear memory and records the largest size reached.
@@ -79,6 +82,8 @@ pub struct LoadedTask<'a> {
     pub limits: &'a Limits,
     /// What the guest may reach.
     pub capabilities: &'a Capabilities,
+    /// Where the guest's progress and log records go (dropped when `None`).
+    pub sink: Option<GuestSink>,
 }
 
 /// Increments the engine's epoch once `timeout` passes, unless dropped first.
@@ -136,6 +141,7 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
                 max_memory_bytes: limits.max_memory_bytes,
                 peak_memory_bytes: 0,
             },
+            reporter: Reporter::new(task.sink.clone(), limits.max_log_bytes),
         },
     );
     store.limiter(|state| &mut state.limiter);
@@ -179,6 +185,8 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
         },
         None => call.await,
     };
+    // The last progress goes out before the reply.
+    store.data_mut().reporter.flush();
     let recent_stderr = stderr.recent();
     let (stderr, stderr_dropped) = stderr.take();
     let (stdout, stdout_dropped) = stdout.take();
@@ -202,6 +210,7 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
         stderr,
         stdout_dropped,
         stderr_dropped,
+        log_dropped: store.data().reporter.log_dropped(),
     }
 }
 
@@ -359,7 +368,7 @@ impl WorkerCache {
     }
 
     /// Loads the request's precompiled artifact (once) and runs its task.
-    async fn run(&mut self, request: &Request) -> Reply {
+    async fn run(&mut self, request: &Request, sink: &GuestSink) -> Reply {
         let stack = request
             .limits
             .max_wasm_stack
@@ -389,6 +398,7 @@ impl WorkerCache {
             input: &request.input,
             limits: &request.limits,
             capabilities: &request.capabilities,
+            sink: Some(sink.clone()),
         })
         .await;
         reply.usage.worker_rss_bytes = resident_set_bytes();
@@ -417,8 +427,9 @@ fn next_request(stdin: &mut impl BufRead) -> Result<Option<Request>, FrameError>
     read_frame(stdin, MAX_REQUEST_BYTES).map(Some)
 }
 
-/// The worker program: serves requests from stdin, one reply each on stdout,
-/// until stdin is closed. The executor sends one request and closes stdin
+/// The worker program: serves requests from stdin until stdin is closed;
+/// for each, writes the guest's progress and log records as they come, then
+/// one reply, to stdout. The executor sends one request and closes stdin
 /// (a fresh process per task), or keeps the pipe open in warm mode.
 ///
 /// With `--prewarm`, the default engine and the WASI linker are made before
@@ -443,7 +454,15 @@ pub fn serve_stdio() -> ExitCode {
         let _ = cache.engine(EngineFlavor::default(), crate::MAX_WASM_STACK);
     }
     let mut stdin = std::io::stdin().lock();
-    let mut stdout = std::io::stdout().lock();
+    // Frames are written whole by one thread (the guest's host calls run on
+    // it too), so they never interleave. A failed write means the host is
+    // gone: the reply's write fails as well and ends the worker.
+    let sink: GuestSink = Arc::new(|message| {
+        let _ = write_frame(
+            &mut std::io::stdout().lock(),
+            &WorkerMessage::Guest(message),
+        );
+    });
     loop {
         let request = match next_request(&mut stdin) {
             Ok(Some(request)) => request,
@@ -453,8 +472,11 @@ pub fn serve_stdio() -> ExitCode {
                 return ExitCode::from(3);
             }
         };
-        let reply = runtime.block_on(cache.run(&request));
-        if let Err(e) = write_frame(&mut stdout, &reply).and_then(|()| Ok(stdout.flush()?)) {
+        let reply = runtime.block_on(cache.run(&request, &sink));
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = write_frame(&mut stdout, &WorkerMessage::Reply(reply))
+            .and_then(|()| Ok(stdout.flush()?))
+        {
             eprintln!("asyncer-worker: cannot write reply: {e}");
             return ExitCode::from(4);
         }

@@ -1,9 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
-use asyncer::{Executor, Module, TaskEvent};
+use asyncer::{Executor, Module, TaskEvent, TaskUpdate, UpdateStream};
 
 /// The worker program built with these tests.
 pub const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
@@ -108,4 +109,51 @@ pub async fn assert_no_children_left() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("child processes left behind: {:?}", children());
+}
+
+/// Reads updates until every task in `uids` has finished; returns each
+/// one's updates (the finishing one last), ignoring other tasks.
+pub async fn updates_of_all(
+    updates: &mut UpdateStream,
+    uids: &[&str],
+) -> HashMap<String, Vec<TaskUpdate>> {
+    let mut out: HashMap<String, Vec<TaskUpdate>> = HashMap::new();
+    let mut finished = 0;
+    while finished < uids.len() {
+        let update = tokio::time::timeout(Duration::from_secs(60), updates.recv())
+            .await
+            .expect("updates keep coming")
+            .expect("stream stays open");
+        if !uids.contains(&update.uid()) {
+            continue;
+        }
+        finished += usize::from(matches!(update, TaskUpdate::Finished(_)));
+        out.entry(update.uid().to_owned()).or_default().push(update);
+    }
+    out
+}
+
+/// [`updates_of_all`] for one task.
+pub async fn updates_of(updates: &mut UpdateStream, uid: &str) -> Vec<TaskUpdate> {
+    updates_of_all(updates, &[uid])
+        .await
+        .remove(uid)
+        .expect("the task's updates")
+}
+
+pub fn progress_of(updates: &[TaskUpdate]) -> Vec<(u64, u64)> {
+    updates
+        .iter()
+        .filter_map(|u| match u {
+            TaskUpdate::Progress(p) => Some((p.progress.done, p.progress.total)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn finished(updates: &[TaskUpdate]) -> &TaskEvent {
+    match updates.last() {
+        Some(TaskUpdate::Finished(event)) => event,
+        other => panic!("the last update is not the completion: {other:?}"),
+    }
 }
