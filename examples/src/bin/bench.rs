@@ -313,6 +313,67 @@ async fn compute_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// The cost of progress and logs: `heavy` against `heavy_reporting` (20
+/// progress calls and 2 log records) on the same `n`, through real workers;
+/// and a task making 1,000,000 progress calls (coalesced by the worker).
+async fn progress_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let exec = executor(1, 0, false)?;
+    let module = exec.load(asyncer_tests::HEAVY).await?;
+    let faults = exec.load(asyncer_tests::FAULTS).await?;
+    let n = args.compute_n;
+    let input = heavy::HeavyInput {
+        uid: "bench".into(),
+        n,
+    };
+    let (mut plain, mut reporting, mut flood, mut delivered) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let calls = 1_000_000u64;
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let out: heavy::HeavyOutput = exec.submit(&module, "heavy", &input)?.await?;
+        plain.push(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let reported: heavy::HeavyOutput = exec.submit(&module, "heavy_reporting", &input)?.await?;
+        reporting.push(start.elapsed().as_secs_f64());
+        anyhow::ensure!(out.result == reported.result, "the two tasks disagree");
+
+        let mut updates = exec.updates();
+        let start = Instant::now();
+        let handle = exec.submit::<_, u64>(&faults, "progress_flood", &calls)?;
+        let uid = handle.uid().to_owned();
+        handle.await?;
+        flood.push(start.elapsed().as_secs_f64());
+        let mut count = 0;
+        while let Some(update) = updates.recv().await {
+            match update {
+                asyncer::TaskUpdate::Progress(p) if p.uid == uid => count += 1,
+                asyncer::TaskUpdate::Finished(e) if e.uid == uid => break,
+                _ => {}
+            }
+        }
+        delivered.push(count as f64);
+    }
+    let (plain, reporting) = (median(plain), median(reporting));
+    rows.push(Row {
+        what: format!("heavy task reporting 20 progress steps and 2 log records, n = {n}"),
+        value: format!("{:.1} ms", reporting * 1000.0),
+        baseline: format!("the same without reports: {:.1} ms", plain * 1000.0),
+        ratio: format!("{:.3}x", reporting / plain),
+    });
+    let flood = median(flood);
+    rows.push(Row {
+        what: format!("{calls} progress calls in one task (fresh process)"),
+        value: format!(
+            "{:.1} ms, {:.0} updates delivered",
+            flood * 1000.0,
+            median(delivered)
+        ),
+        baseline: "-".into(),
+        ratio: format!("{:.0} ns per call", flood * 1e9 / calls as f64),
+    });
+    Ok(())
+}
+
 /// Lateness (p50, p99, max ms) of a 10 ms ticker on this event loop while
 /// `busy` runs.
 async fn ticker_lateness<F: std::future::Future<Output = Result<()>>>(
@@ -472,6 +533,8 @@ async fn main() -> Result<()> {
             heavy_rows(&args, &mut rows).await?;
             eprintln!("guest compute...");
             compute_rows(&args, &mut rows).await?;
+            eprintln!("progress and logs...");
+            progress_rows(&args, &mut rows).await?;
             eprintln!("event-loop responsiveness...");
             ticker_rows(&args, &mut rows).await?;
             eprintln!("memory...");

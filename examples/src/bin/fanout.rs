@@ -5,8 +5,9 @@
 //! One bar counts the work of every task (each reports 20 steps with
 //! `asyncer_guest::progress`), one bar per running task shows its own steps,
 //! and the guests' `info!` records are printed above the bars. At the end it
-//! prints a summary line per outcome. `make fanout` runs it; without a
-//! terminal the bars stay hidden and only the summary is printed.
+//! prints a summary of the outcomes. `make fanout` runs it; without a
+//! terminal the bars stay hidden and the log records and summary are
+//! printed as plain lines.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -98,7 +99,13 @@ async fn main() -> anyhow::Result<()> {
                 overall.inc(event.progress.done.saturating_sub(before));
             }
             TaskUpdate::Log(event) => {
-                bars.println(format!("{} [{}] {}", event.uid, event.level, event.message))?;
+                let line = format!("{} [{}] {}", event.uid, event.level, event.message);
+                // Hidden bars (no terminal) print nothing, not even lines.
+                if bars.is_hidden() {
+                    println!("{line}");
+                } else {
+                    bars.println(line)?;
+                }
             }
             TaskUpdate::Finished(event) => {
                 finished += 1;

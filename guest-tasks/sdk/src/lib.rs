@@ -60,6 +60,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+/// Makes a function an asyncer task, exported as `task:NAME` (guest ABI v1),
+/// and defines `const NAME: TaskRef<In, Out>` beside it for typed
+/// submission. The function itself stays as written, so it can be called and
+/// unit-tested natively.
+///
+/// # Examples
+/// ```
+/// use asyncer_guest::task;
+///
+/// #[task]
+/// pub fn add(pair: (u64, u64)) -> u64 {
+///     pair.0 + pair.1
+/// }
+///
+/// assert_eq!(add((2, 3)), 5);
+/// assert_eq!(ADD.name(), "add");
+/// ```
+#[doc(inline)]
 pub use asyncer_guest_macros::task;
 pub use asyncer_protocol::{GuestMessage, LogLevel, LogRecord, Progress, TaskRef};
 
@@ -310,6 +328,17 @@ impl Drop for BlockOnGuard {
 ///
 /// Tasks made with [`#[task]`](task) are driven by it; use it in native unit
 /// tests of async tasks as well.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+///
+/// async fn twice(n: u64) -> u64 {
+///     asyncer_guest::sleep(Duration::from_millis(1)).await;
+///     2 * n
+/// }
+/// assert_eq!(asyncer_guest::block_on(twice(21)), 42);
+/// ```
 ///
 /// # Panics
 /// Panics when the future is pending while nothing can wake it (no pending

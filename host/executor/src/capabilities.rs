@@ -33,11 +33,26 @@ pub struct DirGrant {
 
 impl Capabilities {
     /// No capability at all (the default).
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Capabilities;
+    /// let caps = Capabilities::none();
+    /// assert!(caps.dirs().is_empty() && caps.env_vars().is_empty());
+    /// ```
     pub fn none() -> Self {
         Capabilities::default()
     }
 
     /// Lets the guest read (not change) `host` under the path `guest`.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Capabilities;
+    /// let caps = Capabilities::none().read_only_dir("/srv/data", "/data");
+    /// assert!(!caps.dirs()[0].writable);
+    /// assert_eq!(caps.dirs()[0].guest, "/data");
+    /// ```
     pub fn read_only_dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
         self.dirs.push(DirGrant {
             host: host.into(),
@@ -48,6 +63,13 @@ impl Capabilities {
     }
 
     /// Lets the guest read and change `host` under the path `guest`.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Capabilities;
+    /// let caps = Capabilities::none().read_write_dir("/tmp/scratch", "/scratch");
+    /// assert!(caps.dirs()[0].writable);
+    /// ```
     pub fn read_write_dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
         self.dirs.push(DirGrant {
             host: host.into(),
@@ -58,17 +80,37 @@ impl Capabilities {
     }
 
     /// Sets environment variable `key` for the guest.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Capabilities;
+    /// let caps = Capabilities::none().env("LANG", "C");
+    /// assert_eq!(caps.env_vars(), [("LANG".to_string(), "C".to_string())]);
+    /// ```
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
     }
 
     /// The directories granted.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Capabilities;
+    /// let caps = Capabilities::none().read_only_dir("/a", "/a").read_only_dir("/b", "/b");
+    /// assert_eq!(caps.dirs().len(), 2);
+    /// ```
     pub fn dirs(&self) -> &[DirGrant] {
         &self.dirs
     }
 
     /// The environment variables granted.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Capabilities;
+    /// assert!(Capabilities::default().env_vars().is_empty());
+    /// ```
     pub fn env_vars(&self) -> &[(String, String)] {
         &self.env
     }

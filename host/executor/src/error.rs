@@ -140,12 +140,27 @@ impl Error {
     }
 
     /// Whether the task ran out of time.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Error;
+    /// use std::time::Duration;
+    /// assert!(Error::Timeout { timeout: Duration::from_secs(1) }.is_timeout());
+    /// assert!(!Error::Cancelled.is_timeout());
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
     }
 
     /// Whether the guest code itself failed (error, panic or trap), as opposed
     /// to the executor, the worker or a limit.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Error;
+    /// assert!(Error::GuestPanic { message: "oops".into() }.is_guest_failure());
+    /// assert!(!Error::ShutDown.is_guest_failure());
+    /// ```
     pub fn is_guest_failure(&self) -> bool {
         matches!(
             self,

@@ -49,6 +49,14 @@ impl Default for Limits {
 impl Limits {
     /// Wall-clock limit: an epoch deadline inside the worker and a kill from
     /// the host. Turning it on compiles the module with epoch checks.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// let limits = Limits::default().timeout(Duration::from_millis(250));
+    /// assert_eq!(limits.get_timeout(), Some(Duration::from_millis(250)));
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -56,30 +64,71 @@ impl Limits {
 
     /// Fuel budget (wasm instructions, roughly). Metering costs speed, so it
     /// is off unless set.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// let limits = Limits::default().fuel(1_000_000);
+    /// assert_eq!(limits.get_fuel(), Some(1_000_000));
+    /// ```
     pub fn fuel(mut self, fuel: u64) -> Self {
         self.fuel = Some(fuel);
         self
     }
 
     /// Largest linear memory the guest may grow to.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// let limits = Limits::default().max_memory_bytes(64 << 20);
+    /// assert_eq!(limits.get_max_memory_bytes(), Some(64 << 20));
+    /// ```
     pub fn max_memory_bytes(mut self, bytes: u64) -> Self {
         self.max_memory_bytes = Some(bytes);
         self
     }
 
     /// Largest input accepted by `submit`.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// let limits = Limits::default().max_input_bytes(1 << 20);
+    /// assert_eq!(limits.get_max_input_bytes(), 1 << 20);
+    /// ```
     pub fn max_input_bytes(mut self, bytes: u64) -> Self {
         self.max_input_bytes = bytes;
         self
     }
 
     /// Largest output a task may return.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// let limits = Limits::default().max_output_bytes(4096);
+    /// assert_eq!(limits.get_max_output_bytes(), 4096);
+    /// ```
     pub fn max_output_bytes(mut self, bytes: u64) -> Self {
         self.max_output_bytes = bytes;
         self
     }
 
-    /// How much of the guest's stdout, and of its stderr, is kept.
+    /// How much of the guest's stdout, of its stderr, and of its log records
+    /// (`asyncer_guest::info!` and siblings) is kept, each.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// let limits = Limits::default().max_log_bytes(1024);
+    /// assert_eq!(limits.get_max_log_bytes(), 1024);
+    /// ```
     pub fn max_log_bytes(mut self, bytes: u64) -> Self {
         self.max_log_bytes = bytes;
         self
@@ -87,24 +136,101 @@ impl Limits {
 
     /// Largest wasm stack; deeper recursion traps with `StackOverflow`
     /// (default 1 MiB).
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// let limits = Limits::default().max_wasm_stack(256 << 10);
+    /// assert_eq!(limits.get_max_wasm_stack(), Some(256 << 10));
+    /// ```
     pub fn max_wasm_stack(mut self, bytes: u64) -> Self {
         self.max_wasm_stack = Some(bytes);
         self
     }
 
     /// The timeout, if any.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// assert_eq!(Limits::default().get_timeout(), None);
+    /// ```
     pub fn get_timeout(&self) -> Option<Duration> {
         self.timeout
     }
 
     /// The fuel budget, if metered.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// assert_eq!(Limits::default().get_fuel(), None); // not metered
+    /// ```
     pub fn get_fuel(&self) -> Option<u64> {
         self.fuel
     }
 
     /// The largest input accepted.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// assert_eq!(Limits::default().get_max_input_bytes(), 64 << 20);
+    /// ```
     pub fn get_max_input_bytes(&self) -> u64 {
         self.max_input_bytes
+    }
+
+    /// The largest linear memory, if capped.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// assert_eq!(Limits::default().get_max_memory_bytes(), None);
+    /// ```
+    pub fn get_max_memory_bytes(&self) -> Option<u64> {
+        self.max_memory_bytes
+    }
+
+    /// The largest output.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// assert_eq!(Limits::default().get_max_output_bytes(), 64 << 20);
+    /// ```
+    pub fn get_max_output_bytes(&self) -> u64 {
+        self.max_output_bytes
+    }
+
+    /// How much of stdout, of stderr and of log records is kept.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// assert_eq!(Limits::default().get_max_log_bytes(), 64 << 10);
+    /// ```
+    pub fn get_max_log_bytes(&self) -> u64 {
+        self.max_log_bytes
+    }
+
+    /// The largest wasm stack, if set (the engine default, 1 MiB, otherwise).
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::Limits;
+    /// use std::time::Duration;
+    /// assert_eq!(Limits::default().get_max_wasm_stack(), None);
+    /// ```
+    pub fn get_max_wasm_stack(&self) -> Option<u64> {
+        self.max_wasm_stack
     }
 
     /// The engine settings these limits need compiled in.

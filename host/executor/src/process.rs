@@ -106,6 +106,13 @@ pub(crate) struct PoolMode {
 /// Warm mode: each worker serves many tasks, each in a fresh wasm store and
 /// instance, and is replaced after `max_tasks` tasks, after any failure that
 /// kills it, or once its resident memory exceeds `max_rss_bytes`.
+///
+/// # Examples
+/// ```
+/// use asyncer::WarmOptions;
+/// let options = WarmOptions { max_rss_bytes: 128 << 20, ..WarmOptions::default() };
+/// assert_eq!(options.max_tasks, 1000);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WarmOptions {
     /// Tasks a worker serves before it is replaced.

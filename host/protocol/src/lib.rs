@@ -444,6 +444,12 @@ impl ErrorKind {
     ];
 
     /// The stable snake_case name, e.g. `"guest_panic"`.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer_protocol::ErrorKind;
+    /// assert_eq!(ErrorKind::OutOfFuel.as_str(), "out_of_fuel");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidModule => "invalid_module",
@@ -501,6 +507,14 @@ pub enum FrameError {
 
 /// Writes `message` as one frame.
 ///
+/// # Examples
+/// ```
+/// let mut wire = Vec::new();
+/// asyncer_protocol::write_frame(&mut wire, &"hello").unwrap();
+/// assert_eq!(&wire[..4], b"ASYN");
+/// assert_eq!(wire.len(), asyncer_protocol::FRAME_HEADER_LEN + 6);
+/// ```
+///
 /// # Errors
 /// Fails when encoding fails, the body exceeds `u32::MAX` bytes or `w` fails.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), FrameError> {
@@ -521,6 +535,12 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), 
 
 /// Encodes `message` as one frame into a new buffer.
 ///
+/// # Examples
+/// ```
+/// let wire = asyncer_protocol::encode_frame(&42u64).unwrap();
+/// assert_eq!(asyncer_protocol::decode_frame::<u64>(&wire).unwrap(), 42);
+/// ```
+///
 /// # Errors
 /// As [`write_frame`].
 pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
@@ -531,6 +551,16 @@ pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 
 /// Reads one frame and decodes its body, refusing bodies over `max_len` bytes
 /// before allocating them.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{encode_frame, read_frame, FrameError};
+/// let wire = encode_frame(&vec![0u8; 100]).unwrap();
+/// let err = read_frame::<Vec<u8>>(&mut wire.as_slice(), 10).unwrap_err();
+/// assert!(matches!(err, FrameError::TooLarge { max: 10, .. }));
+/// let back: Vec<u8> = read_frame(&mut wire.as_slice(), 1 << 20).unwrap();
+/// assert_eq!(back.len(), 100);
+/// ```
 ///
 /// # Errors
 /// See [`FrameError`].
@@ -559,6 +589,14 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
 }
 
 /// Decodes a frame held entirely in `bytes` (trailing bytes are an error).
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{decode_frame, encode_frame};
+/// let mut wire = encode_frame(&1u8).unwrap();
+/// wire.push(0);
+/// assert!(decode_frame::<u8>(&wire).is_err(), "trailing bytes are refused");
+/// ```
 ///
 /// # Errors
 /// See [`FrameError`].

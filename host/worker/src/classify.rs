@@ -79,6 +79,12 @@ pub fn classify_error(error: &wasmtime::Error, stderr: &[u8]) -> Failure {
 
 /// Extracts the last panic message a Rust guest wrote to `stderr`:
 /// the lines after `panicked at LOCATION:`, up to the `note:` line.
+///
+/// # Examples
+/// ```
+/// let stderr = b"thread 'main' panicked at src/lib.rs:3:5:\nno input\nnote: run with `RUST_BACKTRACE=1`\n";
+/// assert_eq!(asyncer_worker::panic_message(stderr).as_deref(), Some("no input"));
+/// ```
 pub fn panic_message(stderr: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(stderr);
     let start = text.rfind("panicked at ")?;

@@ -35,6 +35,14 @@ pub const MAX_WASM_STACK: usize = 1 << 20;
 /// The wasmtime configuration shared by the host (which compiles) and the
 /// worker (which only loads): every setting that changes compiled code is
 /// fixed here, explicitly, so that the two always agree.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::EngineFlavor;
+/// let flavor = EngineFlavor { fuel: true, epoch: false };
+/// let engine = wasmtime::Engine::new(&asyncer_worker::engine_config(flavor)).unwrap();
+/// # let _ = engine;
+/// ```
 pub fn engine_config(flavor: EngineFlavor) -> Config {
     engine_config_with_stack(flavor, MAX_WASM_STACK)
 }
@@ -59,6 +67,13 @@ pub fn engine_config_with_stack(flavor: EngineFlavor, max_wasm_stack: usize) -> 
 
 /// Creates an engine with [`engine_config`].
 ///
+/// # Examples
+/// ```
+/// let engine = asyncer_worker::new_engine(Default::default()).unwrap();
+/// let linker = asyncer_worker::new_linker(&engine).unwrap();
+/// # let _ = linker;
+/// ```
+///
 /// # Errors
 /// Fails when wasmtime rejects the configuration on this machine.
 pub fn new_engine(flavor: EngineFlavor) -> wasmtime::Result<Engine> {
@@ -67,6 +82,15 @@ pub fn new_engine(flavor: EngineFlavor) -> wasmtime::Result<Engine> {
 
 /// A linker with WASI preview 1 (async) and the `asyncer` host module
 /// (progress and logs, see [`report`]): the only imports a guest may use.
+///
+/// # Examples
+/// ```
+/// let engine = asyncer_worker::new_engine(Default::default()).unwrap();
+/// let linker = asyncer_worker::new_linker(&engine).unwrap();
+/// let wasm = wat::parse_str(r#"(module (import "asyncer" "log" (func (param i32 i32 i32))))"#).unwrap();
+/// let module = wasmtime::Module::new(&engine, wasm).unwrap();
+/// assert!(linker.instantiate_pre(&module).is_ok());
+/// ```
 ///
 /// # Errors
 /// Fails only if wasmtime cannot define the functions.
