@@ -278,6 +278,12 @@ async fn workers_that_abort_exit_early_or_reply_garbage_are_crashes() {
             "head -c 10 >/dev/null; echo 'this is not a frame at all'",
             "unreadable reply",
         ),
+        (
+            // A worker from another release: a frame of protocol version 1.
+            "old",
+            r"head -c 10 >/dev/null; printf 'ASYN\001\000\000\000\000\000'",
+            "the worker speaks protocol version 1, this host 2",
+        ),
     ];
     for (name, script, status_part) in cases {
         let program = fake_worker(name, script);
@@ -299,7 +305,7 @@ async fn workers_that_abort_exit_early_or_reply_garbage_are_crashes() {
             }) => {
                 assert!(pid > 0);
                 assert!(status.contains(status_part), "{name}: {status}");
-                if name != "garbage" {
+                if name != "garbage" && name != "old" {
                     assert!(
                         stderr_tail.contains("fake worker"),
                         "{name}: {stderr_tail:?}"
@@ -402,4 +408,53 @@ async fn workers_die_with_their_host() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("worker {worker} outlived its host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_sent_before_a_worker_dies_is_delivered_then_the_crash() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // One progress frame (Guest(Progress { done: 1, total: 2, message: "" }),
+    // postcard 00 00 01 02 00), then the worker exits without a reply.
+    let program = fake_worker(
+        "progress-then-exit",
+        r"head -c 10 >/dev/null; printf 'ASYN\002\000\005\000\000\000\000\000\001\002\000'; exit 9",
+    );
+    let exec = asyncer::Executor::builder()
+        .max_processes(1)
+        .worker_program(&program)
+        .build()
+        .unwrap();
+    let module = exec
+        .load(asyncer_tests::FAULTS)
+        .await
+        .expect("faults module loads");
+    let mut updates = exec.updates();
+    let handle = exec
+        .submit::<_, u64>(&module, "add", &faults::Pair { a: 1, b: 1 })
+        .unwrap();
+    let mut progress = handle.progress();
+    let uid = handle.uid().to_owned();
+    let err = handle.await.unwrap_err();
+    assert!(
+        matches!(&err, Error::WorkerCrashed { status, .. } if status.contains("exit code 9")),
+        "{err:?}"
+    );
+    let seen = progress
+        .next()
+        .await
+        .expect("the progress sent before the crash");
+    assert_eq!((seen.done, seen.total), (1, 2));
+    assert!(progress.next().await.is_none());
+    let mine = common::updates_of(&mut updates, &uid).await;
+    assert!(
+        matches!(&mine[0], asyncer::TaskUpdate::Progress(p) if p.progress.done == 1),
+        "{mine:?}"
+    );
+    assert_eq!(
+        common::finished(&mine).error,
+        Some(ErrorKind::WorkerCrashed)
+    );
+    std::fs::remove_file(program).unwrap();
+    drop(exec);
+    assert_no_children_left().await;
 }

@@ -463,10 +463,17 @@ async fn read_frame_bytes(
             },
         ));
     }
-    if frame[..4] != MAGIC || frame[4..6] != PROTOCOL_VERSION.to_le_bytes() {
+    if frame[..4] != MAGIC {
         return Err(NoReply::Gone(
             "unreadable reply: not an asyncer frame".into(),
         ));
+    }
+    let version = u16::from_le_bytes([frame[4], frame[5]]);
+    if version != PROTOCOL_VERSION {
+        return Err(NoReply::Gone(format!(
+            "the worker speaks protocol version {version}, this host {PROTOCOL_VERSION}: \
+             build asyncer-worker from the same asyncer release"
+        )));
     }
     let len = u64::from(u32::from_le_bytes([frame[6], frame[7], frame[8], frame[9]]));
     if len > max {
