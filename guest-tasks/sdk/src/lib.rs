@@ -276,6 +276,13 @@ pub fn sleep(duration: Duration) -> Sleep {
 }
 
 /// The future returned by [`sleep`].
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// let sleep: asyncer_guest::Sleep = asyncer_guest::sleep(Duration::from_millis(1));
+/// asyncer_guest::block_on(sleep);
+/// ```
 #[derive(Debug)]
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {

@@ -21,6 +21,14 @@ pub struct Capabilities {
 }
 
 /// One host directory made visible to a guest.
+///
+/// # Examples
+/// ```
+/// use asyncer::Capabilities;
+/// let caps = Capabilities::none().read_write_dir("/tmp/out", "/out");
+/// let grant = &caps.dirs()[0];
+/// assert_eq!((grant.host.to_str(), grant.guest.as_str(), grant.writable), (Some("/tmp/out"), "/out", true));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirGrant {
     /// The directory on the host.

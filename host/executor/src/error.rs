@@ -10,6 +10,24 @@ use asyncer_protocol::Failure;
 ///
 /// Match on the variant, or on [`Error::kind`] for the stable name used by the
 /// CLI's JSON output.
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// use asyncer::Error;
+/// match exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?.await {
+///     Ok(sum) => println!("{sum}"),
+///     Err(Error::Timeout { timeout }) => println!("gave up after {timeout:?}"),
+///     Err(Error::Guest { message }) => println!("the task said no: {message}"),
+///     Err(e) if e.is_guest_failure() => println!("the task failed: {e}"),
+///     Err(e) => println!("{}: {e}", e.kind()),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {

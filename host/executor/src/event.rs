@@ -9,6 +9,23 @@ use tokio::sync::mpsc;
 use crate::ErrorKind;
 
 /// One task's completion, sent for every task, success or not.
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// let mut events = exec.events();
+/// let _ = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
+/// let event = events.recv().await.expect("one event per task");
+/// println!(
+///     "{} {} pid {:?}, {:?} from start to reaping, peak memory {} bytes",
+///     event.uid, event.outcome(), event.pid, event.wall_time, event.peak_memory_bytes
+/// );
+/// # Ok(())
+/// # }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskEvent {
@@ -113,6 +130,21 @@ impl TaskEvent {
 /// completion order. The buffer is unbounded so that no event is ever lost and
 /// a slow reader never stalls the executor; drop the stream to stop
 /// buffering.
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// let mut events = exec.events();
+/// let handle = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
+/// drop(handle); // detached: its event still comes
+/// let event = events.recv().await.expect("the executor is alive");
+/// assert!(event.is_ok());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct EventStream {
     pub(crate) rx: mpsc::UnboundedReceiver<TaskEvent>,
@@ -167,6 +199,29 @@ impl EventStream {
 
 /// A running task's progress, as its guest reported it with
 /// `asyncer_guest::progress`.
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// use asyncer::TaskUpdate;
+/// let mut updates = exec.updates();
+/// let _ = exec.submit::<_, u64>(&module, "count", &1_000u64)?;
+/// while let Some(update) = updates.recv().await {
+///     match update {
+///         TaskUpdate::Progress(event) => {
+///             let percent = 100.0 * event.progress.fraction().unwrap_or(0.0);
+///             println!("{} {percent:.0}% {}", event.uid, event.progress.message);
+///         }
+///         TaskUpdate::Finished(_) => break,
+///         _ => {}
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressEvent {
@@ -183,6 +238,28 @@ pub struct ProgressEvent {
 /// One log record of a running task, made by the guest with
 /// `asyncer_guest::info!` and its siblings. It also goes to `tracing` (target
 /// `asyncer::guest`, with the task's uid).
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// use asyncer::{LogLevel, TaskUpdate};
+/// let mut updates = exec.updates();
+/// let _ = exec.submit::<_, u64>(&module, "count", &1_000u64)?;
+/// while let Some(update) = updates.recv().await {
+///     match update {
+///         TaskUpdate::Log(log) if log.level >= LogLevel::Warn => {
+///             eprintln!("{} [{}] {}", log.uid, log.level, log.message);
+///         }
+///         TaskUpdate::Finished(_) => break,
+///         _ => {}
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEvent {
@@ -201,6 +278,30 @@ pub struct LogEvent {
 /// What an [`UpdateStream`] carries: a task's progress and log records while
 /// it runs, then its completion. For one task they come in the order the
 /// guest made them, and [`TaskUpdate::Finished`] is its last.
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// use asyncer::TaskUpdate;
+/// let mut updates = exec.updates();
+/// let _ = exec.submit::<_, u64>(&module, "count", &1_000u64)?;
+/// while let Some(update) = updates.recv().await {
+///     match update {
+///         TaskUpdate::Progress(p) => println!("{}/{}", p.progress.done, p.progress.total),
+///         TaskUpdate::Log(log) => println!("[{}] {}", log.level, log.message),
+///         TaskUpdate::Finished(done) => {
+///             println!("{}", done.outcome());
+///             break;
+///         }
+///         _ => {} // the enum is non-exhaustive
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskUpdate {
@@ -248,6 +349,24 @@ impl TaskUpdate {
 /// stalls the executor; what a guest can send is bounded by the worker (one
 /// progress message per 10 ms at most, log records within the task's
 /// `max_log_bytes`).
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// let mut updates = exec.updates();
+/// let handle = exec.submit::<_, u64>(&module, "count", &1_000u64)?;
+/// let uid = handle.uid().to_owned();
+/// while let Some(update) = updates.recv().await {
+///     if update.uid() == uid && matches!(update, asyncer::TaskUpdate::Finished(_)) {
+///         break;
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct UpdateStream {
     rx: mpsc::UnboundedReceiver<TaskUpdate>,

@@ -21,6 +21,22 @@ use crate::{Capabilities, Error, Limits};
 ///
 /// Cheap to clone; all clones share one queue. When the last clone is
 /// dropped the queue closes: tasks already submitted still run and resolve.
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// let exec = asyncer::Executor::builder().max_processes(4).build()?;
+/// let module = exec.load("tasks.wasm").await?;
+/// // Clones share the queue, the workers and the events.
+/// let other = exec.clone();
+/// let a = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
+/// let b = other.submit::<_, u64>(&module, "add", &(3u64, 4u64))?;
+/// assert_eq!(a.await? + b.await?, 10);
+/// exec.shutdown(std::time::Duration::from_secs(5)).await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Executor {
     shared: Arc<Shared>,
@@ -60,6 +76,22 @@ struct Job {
 }
 
 /// Configures an [`Executor`]; made by [`Executor::builder`].
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// use asyncer::{Executor, Limits};
+/// use std::time::Duration;
+/// let exec = Executor::builder()
+///     .max_processes(8)
+///     .prestart(2)
+///     .limits(Limits::default().timeout(Duration::from_secs(30)))
+///     .build()?;
+/// # let _ = exec;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ExecutorBuilder {
     max_processes: Option<usize>,
@@ -210,6 +242,21 @@ impl ExecutorBuilder {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// use asyncer::TaskOptions;
+    /// use std::time::Duration;
+    /// let options = TaskOptions::new().limits(asyncer::Limits::default().timeout(Duration::from_secs(1)));
+    /// let handle = exec.submit_with::<_, u64>(&module, "add", &(1u64, 2u64), options)?;
+    /// # let _ = handle;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -226,6 +273,20 @@ impl ExecutorBuilder {
     ///     .capabilities(Capabilities::none().read_only_dir("/srv/models", "/models"))
     ///     .build()?;
     /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// use asyncer::TaskOptions;
+    /// let options = TaskOptions::new().capabilities(asyncer::Capabilities::none().env("MODE", "fast"));
+    /// let handle = exec.submit_with::<_, u64>(&module, "add", &(1u64, 2u64), options)?;
+    /// # let _ = handle;
     /// # Ok(())
     /// # }
     /// ```
@@ -300,6 +361,23 @@ impl ExecutorBuilder {
 const DEFAULT_NICE: i32 = 10;
 
 /// Per-task settings for [`Executor::submit_with`].
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// use asyncer::{Capabilities, Limits, TaskOptions};
+/// let options = TaskOptions::new()
+///     .uid("report-2026-11")
+///     .limits(Limits::default().max_memory_bytes(128 << 20))
+///     .capabilities(Capabilities::none().read_only_dir("/srv/reports", "/reports"));
+/// let handle = exec.submit_with::<_, u64>(&module, "add", &(1u64, 2u64), options)?;
+/// # let _ = handle;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct TaskOptions {
     uid: Option<String>,
@@ -331,6 +409,19 @@ impl TaskOptions {
     }
 
     /// The task's uid, carried by its events and log lines.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// use asyncer::TaskOptions;
+    /// let handle = exec.submit_with::<_, u64>(&module, "add", &(1u64, 2u64), TaskOptions::new().uid("a-1"))?;
+    /// assert_eq!(handle.uid(), "a-1");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn uid(mut self, uid: impl Into<String>) -> Self {
         self.uid = Some(uid.into());
         self

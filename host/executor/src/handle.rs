@@ -23,6 +23,21 @@ pub(crate) type RawResult = Result<Vec<u8>, Error>;
 ///
 /// # Cancel safety
 /// Awaiting `&mut handle` is cancel safe: the result stays in the handle.
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// let mut handle = exec.submit::<_, u64>(&module, "add", &(1u64, 2u64))?;
+/// tokio::select! {
+///     sum = &mut handle => println!("{}", sum?),
+///     _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => handle.cancel(),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "a TaskHandle is the only way to get the task's result"]
 pub struct TaskHandle<T> {
     job: Arc<JobControl>,
@@ -124,6 +139,26 @@ impl<T> TaskHandle<T> {
 /// A watch, not a queue: a slow reader skips to the newest value (every
 /// value is on [`Executor::updates`](crate::Executor::updates) if you need
 /// them all).
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// let handle = exec.submit::<_, u64>(&module, "count", &1_000_000u64)?;
+/// let mut progress = handle.progress();
+/// let printer = tokio::spawn(async move {
+///     while let Some(p) = progress.next().await {
+///         println!("{}/{} {}", p.done, p.total, p.message);
+///     }
+/// });
+/// let total = handle.await?;
+/// printer.await.expect("the printer ends with the task");
+/// # let _ = total;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ProgressWatch {
     rx: watch::Receiver<ProgressState>,
@@ -197,6 +232,20 @@ impl ProgressWatch {
     }
 
     /// Whether the task has its result (no more progress will come).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let handle = exec.submit::<_, u64>(&module, "count", &10u64)?;
+    /// let progress = handle.progress();
+    /// handle.await?;
+    /// assert!(progress.is_finished());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.rx.borrow().finished
     }

@@ -18,6 +18,19 @@ use crate::{Capabilities, Error, Limits};
 ///
 /// Cheap to clone. Made by [`Executor::load`](crate::Executor::load) or
 /// [`Executor::load_bytes`](crate::Executor::load_bytes).
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// let module = exec.load("tasks.wasm").await?;
+/// let again = exec.load("tasks.wasm").await?; // same bytes: compiled once
+/// assert_eq!(module.hash(), again.hash());
+/// assert!(module.has_task("add"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Module {
     inner: Arc<ModuleInner>,

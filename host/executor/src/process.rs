@@ -18,8 +18,20 @@ use tokio::sync::watch;
 use crate::Error;
 
 /// The worker program's file name.
+///
+/// # Examples
+/// ```
+/// assert_eq!(asyncer::WORKER_PROGRAM, "asyncer-worker");
+/// ```
 pub const WORKER_PROGRAM: &str = "asyncer-worker";
 /// Environment variable naming the worker program, checked second.
+///
+/// # Examples
+/// ```
+/// // The process's own environment names the worker, e.g. in a container:
+/// // ASYNCER_WORKER=/usr/local/bin/asyncer-worker ./my-service
+/// assert_eq!(asyncer::WORKER_ENV, "ASYNCER_WORKER");
+/// ```
 pub const WORKER_ENV: &str = "ASYNCER_WORKER";
 
 /// How much of a worker's own stderr is kept for crash reports.
