@@ -67,6 +67,42 @@ async fn a_progress_flood_is_coalesced_and_a_log_flood_is_capped() {
     assert_eq!(event.log_dropped, (1000 - 16) * 1024);
 }
 
+#[tokio::test]
+async fn a_held_back_progress_value_arrives_while_the_guest_keeps_computing() {
+    let exec = executor(1);
+    let module = faults(&exec).await;
+    let mut updates = exec.updates();
+    let handle = exec
+        .submit_with::<_, u64>(
+            &module,
+            "report_then_compute",
+            &1500u64,
+            TaskOptions::new().uid("held-back"),
+        )
+        .unwrap();
+    handle.await.unwrap();
+    let mine = updates_of(&mut updates, "held-back").await;
+    let done = finished(&mine);
+    let second = mine
+        .iter()
+        .find_map(|u| match u {
+            TaskUpdate::Progress(p) if p.progress.done == 2 => Some(p),
+            _ => None,
+        })
+        .expect("the second value arrives");
+    // It was held back (made within 10 ms of the first), then sent by the
+    // worker's flusher while the guest computed, not at the end.
+    let before_end = done
+        .finished_at
+        .duration_since(second.at)
+        .expect("progress comes before the completion");
+    assert!(
+        before_end >= Duration::from_millis(700),
+        "the held-back value came only {before_end:?} before the end"
+    );
+    assert_eq!(progress_of(&mine), vec![(1, 2), (2, 2)]);
+}
+
 /// A guest that abuses the `asyncer` imports, and modules that import what
 /// the host does not offer.
 const ABUSER: &str = r#"(module

@@ -147,3 +147,17 @@ pub fn log_flood(records: u64) -> u64 {
     }
     records
 }
+
+/// Reports 1/2 and 2/2 at once (the second within the coalescing interval),
+/// then computes for `millis` ms without reporting again.
+#[task]
+pub fn report_then_compute(millis: u64) -> u64 {
+    asyncer_guest::progress(1, 2, "started");
+    asyncer_guest::progress(2, 2, "computing");
+    let start = std::time::Instant::now();
+    let mut spins = 0u64;
+    while start.elapsed() < Duration::from_millis(millis) {
+        spins = std::hint::black_box(spins + 1);
+    }
+    spins
+}

@@ -124,6 +124,23 @@ impl<In, Out> std::fmt::Debug for TaskRef<In, Out> {
 }
 
 /// What a worker must run: one task of one precompiled module.
+///
+/// # Examples
+/// ```
+/// // See the crate root for a request written and read as a frame.
+/// let request: asyncer_protocol::Request = asyncer_protocol::decode_frame(
+///     &asyncer_protocol::encode_frame(&asyncer_protocol::Request {
+///         uid: "u".into(),
+///         artifact: "/cache/m.cwasm".into(),
+///         flavor: Default::default(),
+///         task: "t".into(),
+///         input: vec![],
+///         limits: Default::default(),
+///         capabilities: Default::default(),
+///     }).unwrap(),
+/// ).unwrap();
+/// assert_eq!(request.task, "t");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// The task's uid, for logs.
@@ -143,6 +160,16 @@ pub struct Request {
 }
 
 /// Opt-in capabilities of a guest: by default it has none.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{Capabilities, DirGrant};
+/// let caps = Capabilities {
+///     dirs: vec![DirGrant { host: "/srv".into(), guest: "/data".into(), writable: false }],
+///     env: vec![("MODE".into(), "fast".into())],
+/// };
+/// assert_ne!(caps, Capabilities::default());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     /// Host directories the guest may open, and where it sees them.
@@ -152,6 +179,12 @@ pub struct Capabilities {
 }
 
 /// One host directory made visible to the guest.
+///
+/// # Examples
+/// ```
+/// let grant = asyncer_protocol::DirGrant { host: "/tmp/x".into(), guest: "/x".into(), writable: true };
+/// assert!(grant.writable);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirGrant {
     /// The directory on the host.
@@ -163,6 +196,12 @@ pub struct DirGrant {
 }
 
 /// Engine settings that change the compiled code: host and worker must agree.
+///
+/// # Examples
+/// ```
+/// let flavor = asyncer_protocol::EngineFlavor { fuel: true, epoch: false };
+/// assert_ne!(flavor, asyncer_protocol::EngineFlavor::default());
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EngineFlavor {
     /// Fuel metering compiled in.
@@ -172,6 +211,13 @@ pub struct EngineFlavor {
 }
 
 /// Limits a worker enforces on one task.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// let limits = asyncer_protocol::Limits { timeout: Some(Duration::from_secs(1)), ..Default::default() };
+/// assert_eq!(limits.max_log_bytes, 64 << 10);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Wall-clock budget of the guest, enforced by an epoch deadline.
@@ -203,6 +249,13 @@ impl Default for Limits {
 
 /// One message from a worker: what a guest reports while it runs, or the
 /// task's final reply (always the last message of a task).
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{decode_frame, encode_frame, Failure, ErrorKind, Reply, WorkerMessage};
+/// let last = WorkerMessage::Reply(Reply::failed(Failure::new(ErrorKind::Timeout, "too slow")));
+/// assert_eq!(decode_frame::<WorkerMessage>(&encode_frame(&last).unwrap()).unwrap(), last);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerMessage {
     /// A progress or log record from the running guest.
@@ -212,6 +265,13 @@ pub enum WorkerMessage {
 }
 
 /// What a running guest reports through the `asyncer` host import module.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{GuestMessage, LogLevel, LogRecord};
+/// let message = GuestMessage::Log(LogRecord { level: LogLevel::Info, message: "hi".into() });
+/// assert!(matches!(message, GuestMessage::Log(_)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GuestMessage {
     /// `asyncer::progress`.
@@ -245,6 +305,12 @@ impl Progress {
 }
 
 /// One log record of a guest, made with `asyncer_guest::info!` and friends.
+///
+/// # Examples
+/// ```
+/// let record = asyncer_protocol::LogRecord { level: asyncer_protocol::LogLevel::Error, message: "disk full".into() };
+/// assert_eq!(record.level.as_str(), "error");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Its level.
@@ -316,6 +382,14 @@ impl std::fmt::Display for LogLevel {
 }
 
 /// What a worker sends back: the outcome, usage figures and captured output.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{ErrorKind, Failure, Reply};
+/// let reply = Reply::failed(Failure::new(ErrorKind::SpawnFailed, "no worker"));
+/// assert!(reply.outcome.is_err());
+/// assert_eq!(reply.usage.fuel_consumed, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
     /// Output bytes (postcard `Output`, without envelope byte) or a failure.
@@ -351,6 +425,14 @@ impl Reply {
 }
 
 /// A task failure as it crosses the wire.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{ErrorKind, Failure};
+/// let failure = Failure::new(ErrorKind::GuestError, "bad input");
+/// assert_eq!(failure.kind.as_str(), "guest_error");
+/// assert!(failure.trap_code.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// What went wrong.
@@ -376,6 +458,12 @@ impl Failure {
 }
 
 /// Resources a task used.
+///
+/// # Examples
+/// ```
+/// let usage = asyncer_protocol::Usage::default();
+/// assert_eq!(usage.peak_memory_bytes, 0);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Fuel consumed, when metered.
@@ -391,6 +479,13 @@ pub struct Usage {
 
 /// The stable kinds of task failure; [`ErrorKind::as_str`] is the CLI's
 /// JSON `kind`.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::ErrorKind;
+/// assert_eq!(ErrorKind::ALL.len(), 14);
+/// assert_eq!(ErrorKind::MemoryLimit.to_string(), "memory_limit");
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorKind {
@@ -477,6 +572,12 @@ impl std::fmt::Display for ErrorKind {
 }
 
 /// Why a frame could not be read or written.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{decode_frame, FrameError};
+/// assert!(matches!(decode_frame::<u8>(b"XXXX\x02\x00\x01\x00\x00\x00\x07"), Err(FrameError::BadMagic)));
+/// ```
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

@@ -27,6 +27,16 @@ impl std::error::Error for MemoryLimitExceeded {}
 ///
 /// `stderr` is the guest's captured stderr: a Rust guest's panic is an
 /// `unreachable` trap whose message the panic hook wrote there.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::ErrorKind;
+/// let error = wasmtime::Error::new(wasmtime::Trap::OutOfFuel);
+/// assert_eq!(asyncer_worker::classify_error(&error, b"").kind, ErrorKind::OutOfFuel);
+/// let panic = wasmtime::Error::new(wasmtime::Trap::UnreachableCodeReached);
+/// let failure = asyncer_worker::classify_error(&panic, b"thread 'main' panicked at a.rs:1:1:\nboom\n");
+/// assert_eq!((failure.kind, failure.message.as_str()), (ErrorKind::GuestPanic, "boom"));
+/// ```
 pub fn classify_error(error: &wasmtime::Error, stderr: &[u8]) -> Failure {
     let backtrace = error
         .downcast_ref::<WasmBacktrace>()

@@ -4,8 +4,9 @@
 //! - `asyncer::progress(done: i64, total: i64, msg_ptr: i32, msg_len: i32)`:
 //!   sent at once when the last one went out at least
 //!   [`PROGRESS_INTERVAL`] ago, otherwise kept as the pending value (a newer
-//!   call replaces it) and sent by the next call past the interval or when
-//!   the task ends. A guest calling it in a tight loop costs the host about
+//!   call replaces it) and sent once the interval is over (by a flusher
+//!   thread, started for the task the first time a value is held back), or
+//!   earlier by the next log record or the end of the task. A guest calling it in a tight loop costs the host about
 //!   one message per interval. Messages are cut to [`MAX_PROGRESS_MESSAGE`]
 //!   bytes.
 //! - `asyncer::log(level: i32, msg_ptr: i32, msg_len: i32)`: sends a
@@ -16,7 +17,7 @@
 //! A pointer and length outside the guest's memory, or an unknown level, is
 //! a guest fault: the call traps with a message naming the import.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use asyncer_protocol::{
@@ -30,6 +31,19 @@ use crate::StoreState;
 /// Where a running guest's progress and log records go. The worker program
 /// sends them to the host as frames; an in-process run hands them to the
 /// caller.
+///
+/// # Examples
+/// ```
+/// use std::sync::Arc;
+/// use asyncer_protocol::GuestMessage;
+/// // Print what guests report.
+/// let sink: asyncer_worker::GuestSink = Arc::new(|message| match message {
+///     GuestMessage::Progress(p) => eprintln!("{}/{}", p.done, p.total),
+///     GuestMessage::Log(r) => eprintln!("[{}] {}", r.level, r.message),
+///     _ => {}
+/// });
+/// # let _ = sink;
+/// ```
 pub type GuestSink = Arc<dyn Fn(GuestMessage) + Send + Sync>;
 
 /// Shortest time between two progress messages of one task.
@@ -52,48 +66,134 @@ impl std::error::Error for BadHostCall {}
 
 /// Per-task state of the `asyncer` imports.
 pub(crate) struct Reporter {
-    sink: Option<GuestSink>,
+    outbox: Arc<Mutex<Outbox>>,
     log_budget: u64,
     log_dropped: u64,
+    /// Sends a held-back progress value once its interval is over, while
+    /// the guest computes without calling again; started on first need.
+    flusher: Option<Flusher>,
+}
+
+/// What goes to the sink, and when the last progress went. Every send
+/// happens under its lock, so messages keep the guest's order.
+struct Outbox {
+    sink: Option<GuestSink>,
     last_progress: Option<Instant>,
     pending: Option<Progress>,
 }
 
-impl Reporter {
-    pub(crate) fn new(sink: Option<GuestSink>, max_log_bytes: u64) -> Self {
-        Reporter {
-            sink,
-            log_budget: max_log_bytes,
-            log_dropped: 0,
-            last_progress: None,
-            pending: None,
-        }
-    }
-
+impl Outbox {
     fn send(&self, message: GuestMessage) {
         if let Some(sink) = &self.sink {
             sink(message);
         }
     }
 
+    fn send_progress(&mut self, progress: Progress, now: Instant) {
+        self.pending = None;
+        self.last_progress = Some(now);
+        self.send(GuestMessage::Progress(progress));
+    }
+
+    /// Sends the held-back value now.
+    fn flush(&mut self) {
+        if let Some(progress) = self.pending.take() {
+            self.send_progress(progress, Instant::now());
+        }
+    }
+
+    /// Sends the held-back value if its interval is over.
+    fn flush_due(&mut self) {
+        let due = self
+            .last_progress
+            .is_none_or(|last| last.elapsed() >= PROGRESS_INTERVAL);
+        if due {
+            self.flush();
+        }
+    }
+}
+
+/// A thread that calls [`Outbox::flush_due`] every interval until dropped.
+struct Flusher {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(outbox: Arc<Mutex<Outbox>>) -> Option<Flusher> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("asyncer-progress".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(PROGRESS_INTERVAL)
+                {
+                    lock(&outbox).flush_due();
+                }
+            })
+            // Without the thread, held-back values still go out at the next
+            // call or at the end.
+            .ok()?;
+        Some(Flusher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Disconnecting wakes the thread at once.
+        self.stop = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The outbox, even if a sink panicked while holding it.
+fn lock(outbox: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
+    outbox
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Reporter {
+    pub(crate) fn new(sink: Option<GuestSink>, max_log_bytes: u64) -> Self {
+        Reporter {
+            outbox: Arc::new(Mutex::new(Outbox {
+                sink,
+                last_progress: None,
+                pending: None,
+            })),
+            log_budget: max_log_bytes,
+            log_dropped: 0,
+            flusher: None,
+        }
+    }
+
     fn progress(&mut self, progress: Progress) {
         let now = Instant::now();
-        let due = self
+        let mut outbox = lock(&self.outbox);
+        let due = outbox
             .last_progress
             .is_none_or(|last| now.duration_since(last) >= PROGRESS_INTERVAL);
         if due {
-            self.pending = None;
-            self.last_progress = Some(now);
-            self.send(GuestMessage::Progress(progress));
-        } else {
-            self.pending = Some(progress);
+            outbox.send_progress(progress, now);
+            return;
+        }
+        outbox.pending = Some(progress);
+        drop(outbox);
+        if self.flusher.is_none() {
+            self.flusher = Flusher::start(self.outbox.clone());
         }
     }
 
     fn log(&mut self, level: LogLevel, message: &[u8]) {
+        let mut outbox = lock(&self.outbox);
         // A held-back progress value was made before this record: keep the
         // guest's order.
-        self.flush();
+        outbox.flush();
         let len = message.len() as u64;
         if len > self.log_budget {
             self.log_dropped += len;
@@ -103,18 +203,17 @@ impl Reporter {
             return;
         }
         self.log_budget -= len;
-        self.send(GuestMessage::Log(LogRecord {
+        outbox.send(GuestMessage::Log(LogRecord {
             level,
             message: String::from_utf8_lossy(message).into_owned(),
         }));
     }
 
-    /// Sends the pending progress, if any: called when the task ends, before
-    /// its reply.
+    /// Sends the pending progress, if any, and stops the flusher: called
+    /// when the task ends, before its reply.
     pub(crate) fn flush(&mut self) {
-        if let Some(progress) = self.pending.take() {
-            self.send(GuestMessage::Progress(progress));
-        }
+        self.flusher = None;
+        lock(&self.outbox).flush();
     }
 
     /// Bytes of log records dropped past the budget.
@@ -239,20 +338,21 @@ mod tests {
     fn progress_is_coalesced_to_one_message_per_interval_and_flushed_at_the_end() {
         let (sink, seen) = recording();
         let mut reporter = Reporter::new(Some(sink), 100);
-        for done in 0..=100 {
+        let start = Instant::now();
+        for done in 0..=100_000 {
             reporter.progress(progress(done));
         }
         reporter.flush();
+        let intervals = (start.elapsed().as_micros() / PROGRESS_INTERVAL.as_micros()) as usize;
         let seen = seen.lock().unwrap();
-        // The first goes out at once, the last is flushed; the loop takes
-        // far less than an interval, so nothing else is sent.
+        // The first goes out at once, the last is flushed; in between at
+        // most one per interval.
+        assert_eq!(seen.first(), Some(&GuestMessage::Progress(progress(0))));
         assert_eq!(
-            *seen,
-            vec![
-                GuestMessage::Progress(progress(0)),
-                GuestMessage::Progress(progress(100))
-            ]
+            seen.last(),
+            Some(&GuestMessage::Progress(progress(100_000)))
         );
+        assert!(seen.len() <= intervals + 2, "{} messages", seen.len());
     }
 
     #[test]
@@ -265,6 +365,26 @@ mod tests {
         assert_eq!(seen.lock().unwrap().len(), 2);
         reporter.flush();
         assert_eq!(seen.lock().unwrap().len(), 2, "nothing was pending");
+    }
+
+    #[test]
+    fn a_held_back_progress_goes_out_after_the_interval_without_another_call() {
+        let (sink, seen) = recording();
+        let mut reporter = Reporter::new(Some(sink), 100);
+        reporter.progress(progress(1));
+        reporter.progress(progress(2));
+        assert_eq!(seen.lock().unwrap().len(), 1, "the second is held back");
+        // The guest computes without calling again: the flusher sends it.
+        std::thread::sleep(PROGRESS_INTERVAL * 5);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                GuestMessage::Progress(progress(1)),
+                GuestMessage::Progress(progress(2))
+            ]
+        );
+        reporter.flush();
+        assert_eq!(seen.lock().unwrap().len(), 2, "sent once only");
     }
 
     #[test]

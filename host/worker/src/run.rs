@@ -25,6 +25,14 @@ const MAX_REQUEST_BYTES: u64 = 1 << 30;
 
 /// Per-store state: the guest's WASI context, the resource limiter and the
 /// state of the `asyncer` imports.
+///
+/// # Examples
+/// ```
+/// // Made by `run_loaded` for each task; a linker is typed by it.
+/// let engine = asyncer_worker::new_engine(Default::default()).unwrap();
+/// let linker: wasmtime::Linker<asyncer_worker::StoreState> = asyncer_worker::new_linker(&engine).unwrap();
+/// # let _ = linker;
+/// ```
 pub struct StoreState {
     /// The sandboxed WASI preview 1 context.
     pub wasi: WasiP1Ctx,
@@ -65,6 +73,14 @@ impl ResourceLimiter for Limiter {
 }
 
 /// One task against an already loaded module.
+///
+/// # Examples
+/// ```
+/// // See `run_loaded` for a complete run.
+/// fn describe(task: &asyncer_worker::LoadedTask<'_>) -> String {
+///     format!("{} with {} input bytes", task.task, task.input.len())
+/// }
+/// ```
 pub struct LoadedTask<'a> {
     /// The engine the module was loaded into.
     pub engine: &'a Engine,
@@ -108,6 +124,45 @@ impl EpochDeadline {
 ///
 /// Never panics on guest misbehaviour: every failure is a [`Failure`] in the
 /// reply.
+///
+/// # Examples
+/// ```
+/// use std::sync::Arc;
+/// use asyncer_protocol::{Capabilities, EngineFlavor, GuestMessage, Limits};
+/// use asyncer_worker::{new_engine, new_linker, run_loaded, GuestSink, LoadedTask};
+///
+/// const GUEST: &str = r#"(module
+///   (import "asyncer" "log" (func $log (param i32 i32 i32)))
+///   (memory (export "memory") 1)
+///   (data (i32.const 16) "\00\07hi")
+///   (func (export "asyncer_alloc") (param i32) (result i32) i32.const 1024)
+///   (func (export "task:seven") (param i32 i32) (result i64)
+///     (call $log (i32.const 2) (i32.const 18) (i32.const 2))
+///     (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 2))))"#;
+///
+/// let engine = new_engine(EngineFlavor::default()).unwrap();
+/// let linker = new_linker(&engine).unwrap();
+/// let module = wasmtime::Module::new(&engine, wat::parse_str(GUEST).unwrap()).unwrap();
+/// let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+/// let sink: GuestSink = {
+///     let records = records.clone();
+///     Arc::new(move |message: GuestMessage| records.lock().unwrap().push(message))
+/// };
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// let reply = runtime.block_on(run_loaded(LoadedTask {
+///     engine: &engine,
+///     linker: &linker,
+///     module: &module,
+///     flavor: EngineFlavor::default(),
+///     task: "seven",
+///     input: &[],
+///     limits: &Limits::default(),
+///     capabilities: &Capabilities::default(),
+///     sink: Some(sink),
+/// }));
+/// assert_eq!(reply.outcome, Ok(vec![7]));
+/// assert!(matches!(&records.lock().unwrap()[0], GuestMessage::Log(r) if r.message == "hi"));
+/// ```
 pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
     let started = Instant::now();
     let limits = task.limits;
@@ -437,6 +492,14 @@ fn next_request(stdin: &mut impl BufRead) -> Result<Option<Request>, FrameError>
 ///
 /// Exit code 0 when stdin was closed between requests, 3 when a request could
 /// not be read, 4 when a reply could not be written.
+///
+/// # Examples
+/// ```no_run
+/// // The whole `asyncer-worker` program:
+/// fn main() -> std::process::ExitCode {
+///     asyncer_worker::serve_stdio()
+/// }
+/// ```
 pub fn serve_stdio() -> ExitCode {
     crate::hygiene::harden();
     let runtime = match tokio::runtime::Builder::new_current_thread()
