@@ -154,9 +154,6 @@ impl EventStream {
     /// Waits for the next event; `None` once the executor is gone and every
     /// buffered event was read.
     ///
-    /// # Cancel safety
-    /// Cancel safe: an event is never lost by dropping this future.
-    ///
     /// # Examples
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
@@ -174,6 +171,9 @@ impl EventStream {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an event is never lost by dropping this future.
     pub async fn recv(&mut self) -> Option<TaskEvent> {
         self.rx.recv().await
     }
@@ -376,9 +376,6 @@ impl UpdateStream {
     /// Waits for the next update; `None` once the executor is gone and every
     /// buffered update was read.
     ///
-    /// # Cancel safety
-    /// Cancel safe: an update is never lost by dropping this future.
-    ///
     /// # Examples
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
@@ -397,6 +394,9 @@ impl UpdateStream {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an update is never lost by dropping this future.
     pub async fn recv(&mut self) -> Option<TaskUpdate> {
         self.rx.recv().await
     }

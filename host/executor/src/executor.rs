@@ -780,10 +780,6 @@ impl Executor {
     /// handles resolve to [`Error::ShutDown`]). Returns once every worker
     /// process has been reaped.
     ///
-    /// # Cancel safety
-    /// Dropping the future leaves the executor closed; tasks keep running
-    /// until they finish or are stopped by another shutdown or abort.
-    ///
     /// # Examples
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
@@ -799,6 +795,10 @@ impl Executor {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the executor closed; tasks keep running
+    /// until they finish or are stopped by another shutdown or abort.
     pub async fn shutdown(&self, grace: Duration) {
         self.shared.closed.store(true, Ordering::SeqCst);
         if tokio::time::timeout(grace, self.shared.hub.drained())

@@ -21,9 +21,6 @@ pub(crate) type RawResult = Result<Vec<u8>, Error>;
 /// completion and its event is still published. To stop it, call
 /// [`TaskHandle::cancel`].
 ///
-/// # Cancel safety
-/// Awaiting `&mut handle` is cancel safe: the result stays in the handle.
-///
 /// # Examples
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
@@ -38,6 +35,9 @@ pub(crate) type RawResult = Result<Vec<u8>, Error>;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Cancel safety
+/// Awaiting `&mut handle` is cancel safe: the result stays in the handle.
 #[must_use = "a TaskHandle is the only way to get the task's result"]
 pub struct TaskHandle<T> {
     job: Arc<JobControl>,
@@ -189,9 +189,6 @@ impl ProgressWatch {
     /// Waits for progress newer than the last one returned; `None` once the
     /// task has its result and every reported value was seen.
     ///
-    /// # Cancel safety
-    /// Cancel safe: a value not returned stays available.
-    ///
     /// # Examples
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
@@ -207,6 +204,9 @@ impl ProgressWatch {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a value not returned stays available.
     pub async fn next(&mut self) -> Option<Progress> {
         loop {
             {
