@@ -40,7 +40,6 @@ use crate::StoreState;
 /// let sink: asyncer_worker::GuestSink = Arc::new(|message| match message {
 ///     GuestMessage::Progress(p) => eprintln!("{}/{}", p.done, p.total),
 ///     GuestMessage::Log(r) => eprintln!("[{}] {}", r.level, r.message),
-///     _ => {}
 /// });
 /// # let _ = sink;
 /// ```
