@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use asyncer::{Error, Executor, Limits, TaskOptions};
+use asyncer::{Executor, Limits, TaskOptions};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -75,26 +75,26 @@ async fn run(
         }
     };
     let mut events = exec.events();
-    let handle = exec.submit_bytes(&module, task, input, TaskOptions::new().limits(limits));
-    let result = match handle {
-        Ok(handle) => handle.await,
-        Err(error) => Err(error),
-    };
-    let usage = match &result {
-        Err(Error::NoSuchTask { .. }) => String::new(),
-        _ => {
-            let event = events.recv().await.context("the executor went away")?;
-            format!(
-                " [wall {:.1?}, fuel {}, peak memory {} KiB, stdout {} B]",
-                event.wall_time,
-                event
-                    .fuel_consumed
-                    .map_or_else(|| "not metered".into(), |f| f.to_string()),
-                event.peak_memory_bytes >> 10,
-                event.stdout.len() as u64 + event.stdout_dropped,
-            )
+    let handle = match exec.submit_bytes(&module, task, input, TaskOptions::new().limits(limits)) {
+        Ok(handle) => handle,
+        // An unknown task or an oversized input: nothing ran, no event.
+        Err(error) => {
+            println!("{task}: refused at submit: {} ({error})", error.kind());
+            return Ok(false);
         }
     };
+    let result = handle.await;
+    // Every task that was queued ends with one event (runs are sequential).
+    let event = events.recv().await.context("the executor went away")?;
+    let usage = format!(
+        " [wall {:.1?}, fuel {}, peak memory {} KiB, stdout {} B]",
+        event.wall_time,
+        event
+            .fuel_consumed
+            .map_or_else(|| "not metered".into(), |f| f.to_string()),
+        event.peak_memory_bytes >> 10,
+        event.stdout.len() as u64 + event.stdout_dropped,
+    );
     match result {
         Ok(output) => {
             println!("{task}: ok, output {}{usage}", hex(&output));
