@@ -240,15 +240,12 @@ fn guest_bytes(
     };
     let data = memory.data(&*caller);
     let (start, len_u) = (ptr as u32 as usize, len as u32 as usize);
-    let bytes = start
-        .checked_add(len_u)
-        .and_then(|end| data.get(start..end))
-        .ok_or_else(|| {
-            fault(format!(
-                "a message at {start:#x}+{len_u} outside the guest's memory of {} bytes",
-                data.len()
-            ))
-        })?;
+    let bytes = crate::run::guest_range(data, start, len_u).ok_or_else(|| {
+        fault(format!(
+            "a message at {start:#x}+{len_u} outside the guest's memory of {} bytes",
+            data.len()
+        ))
+    })?;
     Ok(bytes[..bytes.len().min(keep)].to_vec())
 }
 

@@ -332,15 +332,12 @@ async fn call_task(
     let packed = func.call_async(&mut *store, (input_ptr, input_len)).await? as u64;
     let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
     let data = memory.data(&*store);
-    let envelope = out_ptr
-        .checked_add(out_len)
-        .and_then(|end| data.get(out_ptr..end))
-        .ok_or_else(|| {
-            decode_failure(format!(
-                "result at {out_ptr:#x}+{out_len} lies outside the guest's memory of {} bytes",
-                data.len()
-            ))
-        })?;
+    let envelope = guest_range(data, out_ptr, out_len).ok_or_else(|| {
+        decode_failure(format!(
+            "result at {out_ptr:#x}+{out_len} lies outside the guest's memory of {} bytes",
+            data.len()
+        ))
+    })?;
     if out_len as u64 > task.limits.max_output_bytes {
         return Err(CallError::Failure(Failure::new(
             ErrorKind::OutputTooLarge,
@@ -351,6 +348,12 @@ async fn call_task(
         )));
     }
     open_envelope(envelope)
+}
+
+/// The `len` bytes at `start` of a guest's memory, if all of them lie in it
+/// (no overflow past `usize`).
+pub(crate) fn guest_range(data: &[u8], start: usize, len: usize) -> Option<&[u8]> {
+    start.checked_add(len).and_then(|end| data.get(start..end))
 }
 
 /// Reads a guest ABI v1 result envelope.
