@@ -896,7 +896,7 @@ fn in_process_sink(task: &str) -> asyncer_worker::GuestSink {
             crate::job::log_guest_record("in-process", &task, &record);
         }
         asyncer_protocol::GuestMessage::Progress(p) => {
-            tracing::debug!(uid = "in-process", task = %task, done = p.done, total = p.total, "task progress: {}", p.message);
+            crate::job::log_guest_progress("in-process", &task, &p);
         }
     })
 }

@@ -178,14 +178,7 @@ impl JobControl {
         let at = SystemTime::now();
         match message {
             GuestMessage::Progress(progress) => {
-                tracing::debug!(
-                    uid = %self.uid,
-                    task = %self.task,
-                    done = progress.done,
-                    total = progress.total,
-                    "task progress: {}",
-                    progress.message
-                );
+                log_guest_progress(&self.uid, &self.task, &progress);
                 self.hub.subscribers.publish_update(|| {
                     TaskUpdate::Progress(ProgressEvent {
                         uid: self.uid.clone(),
@@ -257,6 +250,19 @@ impl JobControl {
             log_dropped: 0,
         }
     }
+}
+
+/// Logs a guest's progress through `tracing` at debug level, with the
+/// task's uid.
+pub(crate) fn log_guest_progress(uid: &str, task: &str, progress: &Progress) {
+    tracing::debug!(
+        uid = %uid,
+        task = %task,
+        done = progress.done,
+        total = progress.total,
+        "task progress: {}",
+        progress.message
+    );
 }
 
 /// Logs a guest's record through `tracing` at its level, target
