@@ -2,8 +2,9 @@
 //! invocation (its own target directory under OUT_DIR) and exposes the
 //! `.wasm` paths as constants. Nothing built is ever committed.
 
+use std::collections::BTreeSet;
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Guest packages to build, and the constant naming each one's `.wasm`.
@@ -22,16 +23,19 @@ fn main() {
     let target_dir = out_dir.join("guests");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
-    println!(
-        "cargo:rerun-if-changed={}",
-        workspace.join("guest-tasks").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        workspace.join("Cargo.lock").display()
-    );
+    // Everything the guests compile against: the workspace manifest and
+    // lock file, and the directory of every local crate the guests depend
+    // on, directly or not (their own crates, the SDK, its macros, the
+    // protocol crate...), found from `cargo metadata` so that the list
+    // cannot go stale.
+    for input in ["Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(input).display());
+    }
+    for dir in local_crates_of_guests(&cargo, workspace) {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
 
-    let mut cmd = Command::new(cargo);
+    let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace)
         .args(["build", "--release", "--target", "wasm32-wasip1"])
         .arg("--target-dir")
@@ -83,4 +87,60 @@ fn main() {
         ));
     }
     std::fs::write(out_dir.join("guests.rs"), consts).expect("cannot write guests.rs");
+}
+
+/// The directories of the guest packages and of every path dependency they
+/// reach, transitively.
+fn local_crates_of_guests(cargo: &std::ffi::OsStr, workspace: &Path) -> BTreeSet<PathBuf> {
+    let output = Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .output()
+        .expect("cannot run cargo metadata");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let packages = metadata["packages"].as_array().expect("a package list");
+    let dir_of = |package: &serde_json::Value| {
+        Path::new(package["manifest_path"].as_str().expect("a manifest path"))
+            .parent()
+            .expect("a manifest lives in a directory")
+            .to_owned()
+    };
+    let mut todo: Vec<PathBuf> = packages
+        .iter()
+        .filter(|p| GUESTS.iter().any(|(name, _)| p["name"] == *name))
+        .map(dir_of)
+        .collect();
+    assert_eq!(
+        todo.len(),
+        GUESTS.len(),
+        "every guest is a workspace member"
+    );
+    let mut seen = BTreeSet::new();
+    while let Some(dir) = todo.pop() {
+        if !seen.insert(dir.clone()) {
+            continue;
+        }
+        let package = packages
+            .iter()
+            .find(|p| dir_of(p) == dir)
+            .expect("a path dependency is a workspace member");
+        for dependency in package["dependencies"].as_array().into_iter().flatten() {
+            if let Some(path) = dependency["path"].as_str() {
+                todo.push(PathBuf::from(path));
+            }
+        }
+    }
+    seen
 }

@@ -71,8 +71,8 @@ async fn every_task_gets_an_event_even_when_nobody_reads_for_a_while() {
             _ => ("trap", "trap"),
         };
         let handle = match task {
-            "trap" => exec.submit_bytes(&module, task, vec![], Default::default()),
-            _ => exec.submit_bytes(
+            "trap" => exec.submit_bytes_with(&module, task, vec![], Default::default()),
+            _ => exec.submit_bytes_with(
                 &module,
                 task,
                 postcard::to_allocvec(&Pair { a: i, b: 0 }).unwrap(),
@@ -122,7 +122,7 @@ async fn failures_are_typed_and_leave_other_tasks_alone() {
     let panic = exec.submit::<_, u64>(&module, "panic", "kaboom").unwrap();
     // `add` wants two varints; one byte is not enough.
     let undecodable = exec
-        .submit_bytes(&module, "add", vec![0x05], Default::default())
+        .submit_bytes_with(&module, "add", vec![0x05], Default::default())
         .unwrap();
     let wrong_output = exec
         .submit::<_, String>(&module, "add", &Pair { a: 200, b: 0 })
@@ -321,6 +321,34 @@ async fn async_sleep_inside_the_guest_waits_without_spinning() {
         .unwrap();
     assert_eq!(slept, 150);
     assert!(start.elapsed() >= std::time::Duration::from_millis(150));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn impossible_settings_are_refused_by_build_not_clamped() {
+    use asyncer::WarmOptions;
+    let cases = [
+        ("max_processes", Executor::builder().max_processes(0)),
+        ("worker_nice", Executor::builder().worker_nice(20)),
+        ("worker_nice", Executor::builder().worker_nice(-1)),
+        (
+            "max_tasks",
+            Executor::builder().warm(WarmOptions::default().max_tasks(0)),
+        ),
+    ];
+    for (setting, builder) in cases {
+        let err = builder.worker_program(WORKER).build().unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.to_string().contains(setting), "{err}");
+    }
+    // The edges of what is possible are accepted as given.
+    let exec = Executor::builder()
+        .max_processes(1)
+        .worker_nice(19)
+        .worker_program(WORKER)
+        .build()
+        .unwrap();
+    assert_eq!(exec.max_processes(), 1);
 }
 
 #[tokio::test(flavor = "current_thread")]

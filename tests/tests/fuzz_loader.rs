@@ -69,8 +69,8 @@ proptest! {
                 Ok(module) => {
                     let task = module.tasks()[0].clone();
                     let options = TaskOptions::new()
-                        .limits(Limits::default().timeout(std::time::Duration::from_secs(2)));
-                    let result = exec.submit_bytes(&module, &task, vec![], options).unwrap().await;
+                        .limits(Limits::default().with_timeout(std::time::Duration::from_secs(2)));
+                    let result = exec.submit_bytes_with(&module, &task, vec![], options).unwrap().await;
                     if let Err(err) = result {
                         assert_ne!(err.kind(), ErrorKind::WorkerCrashed, "{err}");
                     }

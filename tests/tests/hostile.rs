@@ -25,7 +25,7 @@ async fn wat(exec: &Executor, body: &str) -> Module {
 async fn fail(exec: &Executor, module: &Module, task: &str, limits: Limits) -> (Error, Duration) {
     let start = Instant::now();
     let result = exec
-        .submit_bytes(module, task, vec![], TaskOptions::new().limits(limits))
+        .submit_bytes_with(module, task, vec![], TaskOptions::new().limits(limits))
         .expect("submitted")
         .await;
     let took = start.elapsed();
@@ -48,7 +48,13 @@ async fn an_infinite_loop_times_out() {
     )
     .await;
     let timeout = Duration::from_millis(500);
-    let (err, took) = fail(&exec, &module, "spin", Limits::default().timeout(timeout)).await;
+    let (err, took) = fail(
+        &exec,
+        &module,
+        "spin",
+        Limits::default().with_timeout(timeout),
+    )
+    .await;
     assert!(err.is_timeout(), "{err}");
     assert!(took < timeout + SLACK, "took {took:?}");
 }
@@ -64,7 +70,13 @@ async fn an_infinite_loop_in_the_start_function_times_out() {
     )
     .await;
     let timeout = Duration::from_millis(500);
-    let (err, took) = fail(&exec, &module, "never", Limits::default().timeout(timeout)).await;
+    let (err, took) = fail(
+        &exec,
+        &module,
+        "never",
+        Limits::default().with_timeout(timeout),
+    )
+    .await;
     assert_kind(&err, ErrorKind::Timeout);
     assert!(took < timeout + SLACK, "took {took:?}");
 }
@@ -83,7 +95,7 @@ async fn a_memory_bomb_hits_the_memory_limit() {
         &exec,
         &module,
         "bomb",
-        Limits::default().max_memory_bytes(32 << 20),
+        Limits::default().with_max_memory_bytes(32 << 20),
     )
     .await;
     assert_kind(&err, ErrorKind::MemoryLimit);
@@ -105,7 +117,7 @@ async fn a_huge_initial_memory_hits_the_memory_limit() {
         &exec,
         &module,
         "big",
-        Limits::default().max_memory_bytes(64 << 20),
+        Limits::default().with_max_memory_bytes(64 << 20),
     )
     .await;
     assert_kind(&err, ErrorKind::MemoryLimit);
@@ -120,7 +132,7 @@ async fn a_rust_guest_allocating_too_much_hits_the_memory_limit() {
             &module,
             "hog",
             &256u64,
-            TaskOptions::new().limits(Limits::default().max_memory_bytes(64 << 20)),
+            TaskOptions::new().limits(Limits::default().with_max_memory_bytes(64 << 20)),
         )
         .unwrap()
         .await
@@ -142,7 +154,7 @@ async fn unbounded_recursion_is_a_stack_overflow_trap() {
     .await;
     for limits in [
         Limits::default(),
-        Limits::default().max_wasm_stack(64 << 10),
+        Limits::default().with_max_wasm_stack(64 << 10),
     ] {
         match fail(&exec, &module, "rec", limits).await.0 {
             Error::Trap { code, .. } => assert_eq!(code.as_deref(), Some("StackOverflow")),
@@ -179,7 +191,13 @@ async fn burning_fuel_runs_out_and_metered_runs_report_fuel() {
              (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 2)))"#,
     )
     .await;
-    let (err, _) = fail(&exec, &module, "burn", Limits::default().fuel(1_000_000)).await;
+    let (err, _) = fail(
+        &exec,
+        &module,
+        "burn",
+        Limits::default().with_fuel(1_000_000),
+    )
+    .await;
     assert_kind(&err, ErrorKind::OutOfFuel);
 
     let mut events = exec.events();
@@ -190,7 +208,7 @@ async fn burning_fuel_runs_out_and_metered_runs_report_fuel() {
             &(),
             TaskOptions::new()
                 .uid("small")
-                .limits(Limits::default().fuel(1_000)),
+                .limits(Limits::default().with_fuel(1_000)),
         )
         .unwrap()
         .await
@@ -236,7 +254,7 @@ async fn output_over_the_limit_is_output_too_large() {
     let exec = executor(1);
     let module = faults(&exec).await;
     let big = vec![7u8; 4096];
-    let limits = Limits::default().max_output_bytes(1024);
+    let limits = Limits::default().with_max_output_bytes(1024);
     let err = exec
         .submit_with::<_, Vec<u8>>(
             &module,
@@ -253,10 +271,10 @@ async fn output_over_the_limit_is_output_too_large() {
             &module,
             "echo",
             &big,
-            TaskOptions::new().limits(limits.max_input_bytes(100)),
+            TaskOptions::new().limits(limits.with_max_input_bytes(100)),
         )
         .unwrap_err();
-    assert_kind(&err, ErrorKind::OutputTooLarge);
+    assert_kind(&err, ErrorKind::InputTooLarge);
     assert!(err.to_string().contains("input"), "{err}");
 }
 
@@ -270,7 +288,7 @@ async fn a_long_wasi_sleep_is_cut_by_the_timeout() {
             &module,
             "slow",
             &30_000u64,
-            TaskOptions::new().limits(Limits::default().timeout(Duration::from_secs(1))),
+            TaskOptions::new().limits(Limits::default().with_timeout(Duration::from_secs(1))),
         )
         .unwrap()
         .await
@@ -313,7 +331,7 @@ async fn a_stdout_flood_is_truncated_and_reported() {
     let module = faults(&exec).await;
     let mut events = exec.events();
     let mib = 2048u64;
-    let limits = Limits::default().max_log_bytes(64 << 10);
+    let limits = Limits::default().with_max_log_bytes(64 << 10);
     let out: u64 = exec
         .submit_with(&module, "flood", &mib, TaskOptions::new().limits(limits))
         .unwrap()
@@ -428,12 +446,12 @@ async fn the_executor_survives_a_run_of_hostile_guests() {
     )
     .await;
     let good = faults(&exec).await;
-    let limits = Limits::default().timeout(Duration::from_millis(300));
+    let limits = Limits::default().with_timeout(Duration::from_millis(300));
     let mut handles = Vec::new();
     for _ in 0..4 {
         for task in ["spin", "trap"] {
             handles.push(
-                exec.submit_bytes(
+                exec.submit_bytes_with(
                     &module,
                     task,
                     vec![],

@@ -262,6 +262,10 @@ async fn workers_that_abort_exit_early_or_reply_garbage_are_crashes() {
     // The module is loaded by a real executor; the fakes only run tasks.
     let loader = executor(1);
     let module_bytes = std::fs::read(asyncer_tests::FAULTS).unwrap();
+    let old_release = format!(
+        "the worker speaks protocol version 1, this host {}",
+        asyncer_protocol::PROTOCOL_VERSION
+    );
     let cases = [
         (
             "abort",
@@ -282,7 +286,7 @@ async fn workers_that_abort_exit_early_or_reply_garbage_are_crashes() {
             // A worker from another release: a frame of protocol version 1.
             "old",
             r"head -c 10 >/dev/null; printf 'ASYN\001\000\000\000\000\000'",
-            "the worker speaks protocol version 1, this host 2",
+            old_release.as_str(),
         ),
     ];
     for (name, script, status_part) in cases {
@@ -414,10 +418,14 @@ async fn workers_die_with_their_host() {
 async fn progress_sent_before_a_worker_dies_is_delivered_then_the_crash() {
     let _one = ONE_AT_A_TIME.lock().await;
     // One progress frame (Guest(Progress { done: 1, total: 2, message: "" }),
-    // postcard 00 00 01 02 00), then the worker exits without a reply.
+    // postcard 00 00 01 02 00) of this protocol version, then the worker
+    // exits without a reply.
     let program = fake_worker(
         "progress-then-exit",
-        r"head -c 10 >/dev/null; printf 'ASYN\002\000\005\000\000\000\000\000\001\002\000'; exit 9",
+        &format!(
+            r"head -c 10 >/dev/null; printf 'ASYN\{:03o}\000\005\000\000\000\000\000\001\002\000'; exit 9",
+            asyncer_protocol::PROTOCOL_VERSION
+        ),
     );
     let exec = asyncer::Executor::builder()
         .max_processes(1)

@@ -77,7 +77,7 @@ async fn warm_mode_reports_the_same_errors_and_survives_guest_failures() {
             &module,
             "hog",
             &256u64,
-            TaskOptions::new().limits(Limits::default().max_memory_bytes(32 << 20)),
+            TaskOptions::new().limits(Limits::default().with_max_memory_bytes(32 << 20)),
         )
         .unwrap()
         .await
@@ -99,13 +99,7 @@ async fn warm_mode_reports_the_same_errors_and_survives_guest_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_workers_are_replaced_after_kills_and_their_task_budget() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let exec = warm_executor(
-        1,
-        WarmOptions {
-            max_tasks: 3,
-            ..WarmOptions::default()
-        },
-    );
+    let exec = warm_executor(1, WarmOptions::default().max_tasks(3));
     let module = faults(&exec).await;
     let mut events = exec.events();
     for _ in 0..7 {
@@ -123,7 +117,7 @@ async fn warm_workers_are_replaced_after_kills_and_their_task_budget() {
             &module,
             "slow",
             &10_000u64,
-            TaskOptions::new().limits(Limits::default().timeout(Duration::from_millis(300))),
+            TaskOptions::new().limits(Limits::default().with_timeout(Duration::from_millis(300))),
         )
         .unwrap()
         .await
@@ -165,13 +159,7 @@ async fn warm_workers_are_replaced_after_kills_and_their_task_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_workers_that_grow_too_much_are_replaced() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let exec = warm_executor(
-        1,
-        WarmOptions {
-            max_rss_bytes: 1,
-            ..WarmOptions::default()
-        },
-    );
+    let exec = warm_executor(1, WarmOptions::default().max_rss_bytes(1));
     let module = faults(&exec).await;
     let mut events = exec.events();
     for _ in 0..3 {

@@ -25,7 +25,7 @@ async fn a_progress_flood_is_coalesced_and_a_log_flood_is_capped() {
             TaskOptions::new().uid("progress-flood"),
         )
         .unwrap();
-    let limits = Limits::default().max_log_bytes(16 << 10);
+    let limits = Limits::default().with_max_log_bytes(16 << 10);
     let logs = exec
         .submit_with::<_, u64>(
             &module,
@@ -273,4 +273,60 @@ async fn the_hand_written_guest_in_the_abi_document_runs_as_documented() {
     assert_eq!(handle.await.unwrap(), 42);
     let mine = updates_of(&mut updates, &uid).await;
     assert_eq!(progress_of(&mine), vec![(1, 1)]);
+}
+
+#[tokio::test]
+async fn events_updates_and_progress_are_streams_for_stream_ext() {
+    use tokio_stream::StreamExt;
+
+    let exec = executor(2);
+    let module = heavy(&exec).await;
+    let events = exec.events();
+    let updates = exec.updates();
+    let input = HeavyInput {
+        uid: "stream".into(),
+        n: 100_000,
+    };
+    let handle = exec
+        .submit_with::<_, HeavyOutput>(
+            &module,
+            "heavy_reporting",
+            &input,
+            TaskOptions::new().uid("streamed"),
+        )
+        .unwrap();
+    let progress = handle.progress();
+    let output = handle.await.unwrap();
+    assert_eq!(output.uid, "stream");
+
+    // The watch ends with the task: collect() returns.
+    let seen: Vec<_> = tokio::time::timeout(Duration::from_secs(10), progress.collect::<Vec<_>>())
+        .await
+        .expect("the progress stream ends with the task");
+    assert!(
+        seen.last()
+            .is_some_and(|p| (p.done, p.total) == (REPORTING_STEPS, REPORTING_STEPS)),
+        "{seen:?}"
+    );
+
+    let mut events = events.filter(|e| e.uid == "streamed");
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .expect("its event");
+    assert!(event.is_ok());
+
+    let mine: Vec<TaskUpdate> = tokio::time::timeout(
+        Duration::from_secs(10),
+        updates
+            .filter(|u| u.uid() == "streamed")
+            .take_while(|u| !matches!(u, TaskUpdate::Finished(_)))
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the updates end at the completion");
+    assert_eq!(
+        progress_of(&mine).last(),
+        Some(&(REPORTING_STEPS, REPORTING_STEPS))
+    );
 }

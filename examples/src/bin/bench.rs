@@ -38,6 +38,19 @@ struct Args {
     /// with `valgrind --tool=callgrind`), and print nothing else.
     #[arg(long, value_parser = ["native", "wasm"])]
     profile_compute: Option<String>,
+    /// Size of the payload echoed through a worker, in MiB.
+    #[arg(long, default_value_t = 16)]
+    payload_mib: usize,
+    /// Only these groups of rows, comma-separated: noop, heavy, compute,
+    /// progress, payload, ticker, memory (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
 }
 
 /// A guest that does nothing: the floor of a task's cost.
@@ -47,6 +60,21 @@ const NOOP_WAT: &str = r#"(module
   (data (i32.const 16) "\00")
   (func (export "task:noop") (param i32 i32) (result i64)
     (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 1))))"#;
+
+/// A guest that returns its input as its output, untouched: the cost of
+/// moving a payload to a worker and back, with no guest work. `asyncer_alloc`
+/// grows the memory to fit the input at offset 16; the envelope's `0x00`
+/// goes just before it.
+const ECHO_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "asyncer_alloc") (param $len i32) (result i32)
+    (drop (memory.grow (i32.add (i32.shr_u (local.get $len) (i32.const 16)) (i32.const 1))))
+    i32.const 16)
+  (func (export "task:echo") (param $ptr i32) (param $len i32) (result i64)
+    (i32.store8 (i32.sub (local.get $ptr) (i32.const 1)) (i32.const 0))
+    (i64.or
+      (i64.shl (i64.extend_i32_u (i32.sub (local.get $ptr) (i32.const 1))) (i64.const 32))
+      (i64.extend_i32_u (i32.add (local.get $len) (i32.const 1))))))"#;
 
 struct Row {
     what: String,
@@ -282,7 +310,7 @@ async fn compute_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let module = exec.load(asyncer_tests::HEAVY).await?;
     let fuel_exec = Executor::builder()
         .max_processes(1)
-        .limits(Limits::default().fuel(u64::MAX / 2))
+        .limits(Limits::default().with_fuel(u64::MAX / 2))
         .build()?;
     let fuel_module = fuel_exec.load(asyncer_tests::HEAVY).await?;
     // Short and noisy: more runs than the others.
@@ -310,6 +338,53 @@ async fn compute_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             ratio: format!("{:.2}x native time", secs / native),
         });
     }
+    Ok(())
+}
+
+/// A payload of `--payload-mib` MiB echoed through a fresh worker (raw bytes
+/// in, raw bytes out, no guest work), against copying it in memory once.
+async fn payload_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let size = args.payload_mib << 20;
+    let exec = Executor::builder()
+        .max_processes(1)
+        .limits(
+            Limits::default()
+                .with_max_input_bytes(2 * size as u64)
+                .with_max_output_bytes(2 * size as u64),
+        )
+        .build()?;
+    let module = exec.load_bytes(wat::parse_str(ECHO_WAT)?).await?;
+    let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut echo = Vec::new();
+    let mut copy = Vec::new();
+    for _ in 0..args.runs.max(7) {
+        let input = payload.clone();
+        let start = Instant::now();
+        let output = exec
+            .submit_bytes_with(&module, "echo", input, Default::default())?
+            .await?;
+        echo.push(start.elapsed().as_secs_f64());
+        anyhow::ensure!(output == payload, "the echo changed the payload");
+        let start = Instant::now();
+        let copied = std::hint::black_box(payload.clone());
+        copy.push(start.elapsed().as_secs_f64());
+        drop(copied);
+    }
+    let (echo, copy) = (median(echo), median(copy));
+    rows.push(Row {
+        what: format!(
+            "{} MiB echo (raw bytes in and out, fresh process, no guest work)",
+            args.payload_mib
+        ),
+        value: format!(
+            "{:.1} ms ({:.0} MB/s each way)",
+            echo * 1000.0,
+            size as f64 / 1e6 / echo * 2.0
+        ),
+        baseline: format!("one in-memory copy: {:.2} ms", copy * 1000.0),
+        ratio: format!("{:.1} copies", echo / copy),
+    });
+    exec.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 
@@ -527,18 +602,34 @@ async fn main() -> Result<()> {
     local
         .run_until(async {
             let mut rows = Vec::new();
-            eprintln!("no-op latency and throughput...");
-            noop_rows(&args, &mut rows).await?;
-            eprintln!("heavy tasks...");
-            heavy_rows(&args, &mut rows).await?;
-            eprintln!("guest compute...");
-            compute_rows(&args, &mut rows).await?;
-            eprintln!("progress and logs...");
-            progress_rows(&args, &mut rows).await?;
-            eprintln!("event-loop responsiveness...");
-            ticker_rows(&args, &mut rows).await?;
-            eprintln!("memory...");
-            memory_rows(&args, &mut rows).await?;
+            if args.wants("noop") {
+                eprintln!("no-op latency and throughput...");
+                noop_rows(&args, &mut rows).await?;
+            }
+            if args.wants("heavy") {
+                eprintln!("heavy tasks...");
+                heavy_rows(&args, &mut rows).await?;
+            }
+            if args.wants("compute") {
+                eprintln!("guest compute...");
+                compute_rows(&args, &mut rows).await?;
+            }
+            if args.wants("progress") {
+                eprintln!("progress and logs...");
+                progress_rows(&args, &mut rows).await?;
+            }
+            if args.wants("payload") {
+                eprintln!("payload...");
+                payload_rows(&args, &mut rows).await?;
+            }
+            if args.wants("ticker") {
+                eprintln!("event-loop responsiveness...");
+                ticker_rows(&args, &mut rows).await?;
+            }
+            if args.wants("memory") {
+                eprintln!("memory...");
+                memory_rows(&args, &mut rows).await?;
+            }
             println!(
                 "machine: {} cores, {}; medians of {} runs",
                 std::thread::available_parallelism().map_or(0, usize::from),

@@ -16,7 +16,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use asyncer::{Executor, Module};
@@ -51,14 +51,15 @@ fn expected(n: u64) -> u128 {
     }
 }
 
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
+/// The local date and time with microseconds, as the seed's `datetime.now()`
+/// prints it: `2026-11-30 14:05:23.123456`.
+fn local_now() -> String {
+    chrono::Local::now()
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string()
 }
 
-/// Prints `LOOP:i, PROCESS_LOAD%:x, dt:timestamp` about every second and
+/// Prints `LOOP:i, PROCESS_LOAD%:x, dt:datetime` about every second and
 /// records the longest gap between two of its ticks.
 async fn monitor(longest_gap: Rc<Cell<Duration>>) {
     let mut system = System::new();
@@ -71,9 +72,9 @@ async fn monitor(longest_gap: Rc<Cell<Duration>>) {
         longest_gap.set(longest_gap.get().max(gap));
         system.refresh_cpu_usage();
         println!(
-            "LOOP:{i}, PROCESS_LOAD%:{:.1}, dt:{:.6}",
+            "LOOP:{i}, PROCESS_LOAD%:{:.1}, dt:{}",
             system.global_cpu_usage(),
-            now_secs()
+            local_now()
         );
     }
 }
@@ -192,4 +193,17 @@ async fn main() -> anyhow::Result<()> {
             anyhow::Ok(())
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dt_is_a_local_date_and_time_with_microseconds() {
+        let dt = super::local_now();
+        let shape: String = dt
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "9999-99-99 99:99:99.999999", "{dt}");
+    }
 }

@@ -75,14 +75,15 @@ async fn run(
         }
     };
     let mut events = exec.events();
-    let handle = match exec.submit_bytes(&module, task, input, TaskOptions::new().limits(limits)) {
-        Ok(handle) => handle,
-        // An unknown task or an oversized input: nothing ran, no event.
-        Err(error) => {
-            println!("{task}: refused at submit: {} ({error})", error.kind());
-            return Ok(false);
-        }
-    };
+    let handle =
+        match exec.submit_bytes_with(&module, task, input, TaskOptions::new().limits(limits)) {
+            Ok(handle) => handle,
+            // An unknown task or an oversized input: nothing ran, no event.
+            Err(error) => {
+                println!("{task}: refused at submit: {} ({error})", error.kind());
+                return Ok(false);
+            }
+        };
     let result = handle.await;
     // Every task that was queued ends with one event (runs are sequential).
     let event = events.recv().await.context("the executor went away")?;
@@ -116,11 +117,11 @@ async fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the executor")?;
     let limits = Limits::default()
-        .timeout(Duration::from_millis(args.timeout_ms))
-        .max_memory_bytes(args.memory_mib << 20)
-        .max_output_bytes(args.max_output_kib << 10);
+        .with_timeout(Duration::from_millis(args.timeout_ms))
+        .with_max_memory_bytes(args.memory_mib << 20)
+        .with_max_output_bytes(args.max_output_kib << 10);
     let limits = match args.fuel {
-        Some(fuel) => limits.fuel(fuel),
+        Some(fuel) => limits.with_fuel(fuel),
         None => limits,
     };
     if !args.demo {
@@ -143,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         ("hog", encode(&1024u64), limits.clone()),
         ("panic", encode(&"oops"), limits.clone()),
         ("trap", encode(&()), limits.clone()),
-        ("spin", encode(&()), limits.clone().fuel(50_000_000)),
+        ("spin", encode(&()), limits.clone().with_fuel(50_000_000)),
         ("slow", encode(&60_000u64), limits.clone()),
         ("flood", encode(&512u64), limits.clone()),
         ("exit", encode(&3i32), limits.clone()),

@@ -13,6 +13,12 @@
 //! `{"uid", "status", "output_hex", "error": {"kind", "message"}, "wall_ms",
 //! "fuel_consumed", "peak_memory_bytes"}`. Exit code 0: ok; 1: the task
 //! failed; 2: bad usage or unreadable module.
+//!
+//! The error kinds (`error.kind`): `invalid_module`, `no_such_task`,
+//! `decode`, `guest_error`, `guest_panic`, `trap`, `timeout`, `out_of_fuel`,
+//! `memory_limit`, `output_too_large`, `input_too_large`, `worker_crashed`,
+//! `spawn_failed`, `cache_failed`, `engine_failed`, `link_failed`,
+//! `invalid_config`, `cancelled`, `shut_down` (see `asyncer::ErrorKind`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -198,13 +204,13 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let mut limits = Limits::default();
     if let Some(timeout) = args.timeout {
-        limits = limits.timeout(timeout);
+        limits = limits.with_timeout(timeout);
     }
     if let Some(fuel) = args.fuel {
-        limits = limits.fuel(fuel);
+        limits = limits.with_fuel(fuel);
     }
     if let Some(memory) = args.memory {
-        limits = limits.max_memory_bytes(memory);
+        limits = limits.with_max_memory_bytes(memory);
     }
     let mut capabilities = Capabilities::none();
     for spec in &args.allow_dir {
@@ -233,7 +239,7 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let mut updates = exec.updates();
     let options = TaskOptions::new().limits(limits).capabilities(capabilities);
-    let handle = match exec.submit_bytes(&module, &args.task, input, options) {
+    let handle = match exec.submit_bytes_with(&module, &args.task, input, options) {
         Ok(handle) => handle,
         // An unknown task name or an oversized input is bad usage.
         Err(e) => return usage_error(args.json, e.kind().as_str(), &e.to_string()),

@@ -1,6 +1,7 @@
 //! The typed error of every fallible asyncer operation.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use asyncer_protocol::ErrorKind;
@@ -10,6 +11,13 @@ use asyncer_protocol::Failure;
 ///
 /// Match on the variant, or on [`Error::kind`] for the stable name used by the
 /// CLI's JSON output.
+///
+/// `Error` is `Clone`, because one failure can reach several places (the
+/// task's handle and its completion event, every task stopped by a
+/// shutdown). The variants that wrap a lower-level error
+/// ([`Error::Cache`], [`Error::Engine`], [`Error::Link`]) keep it whole as
+/// their [`source`](std::error::Error::source), shared in an `Arc`, rather
+/// than flattened into a message: `Clone` and the cause chain both hold.
 ///
 /// # Examples
 /// ```no_run
@@ -99,10 +107,51 @@ pub enum Error {
         /// Detail.
         message: String,
     },
-    /// The input or output is larger than its limit.
+    /// The output is larger than its limit.
     #[error("too large: {message}")]
     OutputTooLarge {
         /// Detail.
+        message: String,
+    },
+    /// The input is larger than the task's input limit; refused at submit,
+    /// before anything runs.
+    #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
+    InputTooLarge {
+        /// The input's size in bytes.
+        size: u64,
+        /// The task's [`Limits::max_input_bytes`](crate::Limits::max_input_bytes).
+        limit: u64,
+    },
+    /// The compiled-artifact cache (or the executor's private directory)
+    /// could not be read or written.
+    #[error("artifact cache at {}: {source}", path.display())]
+    Cache {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A wasm engine could not be made, or could not serialize compiled code.
+    #[error("wasm engine failed: {source}")]
+    Engine {
+        /// wasmtime's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// WASI preview 1 or the `asyncer` host imports could not be linked.
+    #[error("cannot link WASI and the asyncer imports: {source}")]
+    Link {
+        /// wasmtime's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// An executor setting is impossible (`max_processes(0)`, a niceness
+    /// outside 0..=19…); refused by
+    /// [`ExecutorBuilder::build`](crate::ExecutorBuilder::build).
+    #[error("invalid executor configuration: {message}")]
+    InvalidConfig {
+        /// Which setting, and why.
         message: String,
     },
     /// The worker process ended without a valid reply.
@@ -150,6 +199,11 @@ impl Error {
             Error::OutOfFuel { .. } => ErrorKind::OutOfFuel,
             Error::MemoryLimit { .. } => ErrorKind::MemoryLimit,
             Error::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
+            Error::InputTooLarge { .. } => ErrorKind::InputTooLarge,
+            Error::Cache { .. } => ErrorKind::CacheFailed,
+            Error::Engine { .. } => ErrorKind::EngineFailed,
+            Error::Link { .. } => ErrorKind::LinkFailed,
+            Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
             Error::WorkerCrashed { .. } => ErrorKind::WorkerCrashed,
             Error::SpawnFailed { .. } => ErrorKind::SpawnFailed,
             Error::Cancelled => ErrorKind::Cancelled,
@@ -186,31 +240,51 @@ impl Error {
         )
     }
 
-    /// Rebuilds the error a worker reported; `pid` and `stderr` fill in a
-    /// crash report.
-    pub(crate) fn from_failure(
-        failure: Failure,
-        timeout: Option<Duration>,
-        pid: u32,
-        stderr: &[u8],
-    ) -> Self {
+    /// A wasmtime error as the source of an [`Error::Engine`].
+    pub(crate) fn engine(error: wasmtime::Error) -> Self {
+        Error::Engine {
+            source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(error)),
+        }
+    }
+
+    /// A wasmtime error as the source of an [`Error::Link`].
+    pub(crate) fn link(error: wasmtime::Error) -> Self {
+        Error::Link {
+            source: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(error)),
+        }
+    }
+
+    /// An I/O error on `path` as an [`Error::Cache`].
+    pub(crate) fn cache(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Error::Cache {
+            path: path.into(),
+            source: Arc::new(error),
+        }
+    }
+
+    /// Rebuilds the error a worker reported, completed with what the host
+    /// knows of the run.
+    pub(crate) fn from_failure(failure: Failure, context: &FailureContext<'_>) -> Self {
         let Failure {
             kind,
             message,
             trap_code,
             backtrace,
         } = failure;
+        let as_message_source = |message: String| -> Arc<dyn std::error::Error + Send + Sync> {
+            Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(message))
+        };
         match kind {
             ErrorKind::InvalidModule => Error::InvalidModule { message },
             ErrorKind::NoSuchTask => Error::NoSuchTask {
                 task: message,
-                available: Vec::new(),
+                available: context.tasks.to_vec(),
             },
             ErrorKind::Decode => Error::Decode { message },
             ErrorKind::GuestError => Error::Guest { message },
             ErrorKind::GuestPanic => Error::GuestPanic { message },
             ErrorKind::Timeout => Error::Timeout {
-                timeout: timeout.unwrap_or_default(),
+                timeout: context.timeout.unwrap_or_default(),
             },
             ErrorKind::OutOfFuel => Error::OutOfFuel { message },
             ErrorKind::MemoryLimit => Error::MemoryLimit { message },
@@ -218,13 +292,26 @@ impl Error {
             ErrorKind::Cancelled => Error::Cancelled,
             ErrorKind::ShutDown => Error::ShutDown,
             ErrorKind::SpawnFailed => Error::SpawnFailed { message },
-            ErrorKind::WorkerCrashed => Error::WorkerCrashed {
-                pid,
-                status: message,
-                stderr_tail: String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(4096)..])
-                    .into_owned(),
+            ErrorKind::CacheFailed => Error::Cache {
+                path: context.artifact.to_owned(),
+                source: Arc::new(std::io::Error::other(message)),
             },
-            // `Trap` is the honest reading of any kind this host does not know.
+            ErrorKind::EngineFailed => Error::Engine {
+                source: as_message_source(message),
+            },
+            ErrorKind::LinkFailed => Error::Link {
+                source: as_message_source(message),
+            },
+            ErrorKind::WorkerCrashed => Error::WorkerCrashed {
+                pid: context.pid,
+                status: message,
+                stderr_tail: String::from_utf8_lossy(
+                    &context.stderr[context.stderr.len().saturating_sub(4096)..],
+                )
+                .into_owned(),
+            },
+            // `Trap` is the honest reading of any kind this host does not
+            // expect from a worker.
             _ => Error::Trap {
                 code: trap_code,
                 message,
@@ -232,4 +319,18 @@ impl Error {
             },
         }
     }
+}
+
+/// What the host knows of a run when it rebuilds a worker's failure.
+pub(crate) struct FailureContext<'a> {
+    /// The task's timeout, for [`Error::Timeout`].
+    pub(crate) timeout: Option<Duration>,
+    /// The worker's pid, for [`Error::WorkerCrashed`].
+    pub(crate) pid: u32,
+    /// The guest's captured stderr, for a crash report.
+    pub(crate) stderr: &'a [u8],
+    /// The module's tasks, for [`Error::NoSuchTask`].
+    pub(crate) tasks: &'a [String],
+    /// The artifact the worker loaded, for [`Error::Cache`].
+    pub(crate) artifact: &'a std::path::Path,
 }

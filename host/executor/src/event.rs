@@ -1,11 +1,15 @@
 //! Completion events, and the update stream that adds the guests' progress
 //! and log records to them.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use asyncer_protocol::{LogLevel, Progress};
 use tokio::sync::mpsc;
 
+use crate::dispatch::RunReport;
+use crate::owner::TaskMeta;
 use crate::ErrorKind;
 
 /// One task's completion, sent for every task, success or not.
@@ -95,11 +99,61 @@ impl TaskEvent {
         self.error.is_none()
     }
 
-    /// Sets when the task finished, and its wall time from its start.
-    pub(crate) fn finished(&mut self, at: SystemTime) {
-        self.finished_at = at;
-        if let Some(started) = self.started_at {
-            self.wall_time = at.duration_since(started).unwrap_or_default();
+    /// The event of a task: who it is, how it ended (`error`: its kind and
+    /// message), and the complete record of its run.
+    pub(crate) fn new(
+        meta: TaskMeta,
+        error: Option<(ErrorKind, String)>,
+        bytes_out: usize,
+        report: RunReport,
+        finished_at: SystemTime,
+    ) -> Self {
+        let TaskMeta {
+            uid,
+            task,
+            module_hash,
+            queued_at,
+            bytes_in,
+        } = meta;
+        let RunReport {
+            started_at,
+            pid,
+            exit_status,
+            fuel_consumed,
+            peak_memory_bytes,
+            worker_rss_bytes,
+            stdout,
+            stderr,
+            stdout_dropped,
+            stderr_dropped,
+            log_dropped,
+        } = report;
+        let (error, message) =
+            error.map_or((None, None), |(kind, message)| (Some(kind), Some(message)));
+        TaskEvent {
+            uid,
+            task,
+            module_hash,
+            error,
+            message,
+            pid,
+            exit_status,
+            queued_at,
+            started_at,
+            finished_at,
+            wall_time: started_at
+                .and_then(|started| finished_at.duration_since(started).ok())
+                .unwrap_or_default(),
+            fuel_consumed,
+            peak_memory_bytes,
+            worker_rss_bytes,
+            bytes_in,
+            bytes_out,
+            stdout,
+            stderr,
+            stdout_dropped,
+            stderr_dropped,
+            log_dropped,
         }
     }
 
@@ -129,7 +183,8 @@ impl TaskEvent {
 /// It receives every event of tasks finishing after it was made, in
 /// completion order. The buffer is unbounded so that no event is ever lost and
 /// a slow reader never stalls the executor; drop the stream to stop
-/// buffering.
+/// buffering. It is also a [`Stream`](futures_core::Stream), for
+/// `tokio_stream::StreamExt` or `futures::StreamExt`.
 ///
 /// # Examples
 /// ```no_run
@@ -147,7 +202,7 @@ impl TaskEvent {
 /// ```
 #[derive(Debug)]
 pub struct EventStream {
-    pub(crate) rx: mpsc::UnboundedReceiver<TaskEvent>,
+    rx: mpsc::UnboundedReceiver<TaskEvent>,
 }
 
 impl EventStream {
@@ -194,6 +249,14 @@ impl EventStream {
     /// ```
     pub fn try_recv(&mut self) -> Option<TaskEvent> {
         self.rx.try_recv().ok()
+    }
+}
+
+impl futures_core::Stream for EventStream {
+    type Item = TaskEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskEvent>> {
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -345,10 +408,10 @@ impl TaskUpdate {
 /// A subscription to every task's progress, logs and completion, made by
 /// [`Executor::updates`](crate::Executor::updates).
 ///
-/// Unbounded like [`EventStream`], so nothing is lost and a slow reader never
-/// stalls the executor; what a guest can send is bounded by the worker (one
-/// progress message per 10 ms at most, log records within the task's
-/// `max_log_bytes`).
+/// Unbounded like [`EventStream`] (and a [`Stream`](futures_core::Stream)
+/// like it), so nothing is lost and a slow reader never stalls the executor;
+/// what a guest can send is bounded by the worker (one progress message per
+/// 10 ms at most, log records within the task's `max_log_bytes`).
 ///
 /// # Examples
 /// ```no_run
@@ -417,6 +480,14 @@ impl UpdateStream {
     /// ```
     pub fn try_recv(&mut self) -> Option<TaskUpdate> {
         self.rx.try_recv().ok()
+    }
+}
+
+impl futures_core::Stream for UpdateStream {
+    type Item = TaskUpdate;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskUpdate>> {
+        self.rx.poll_recv(cx)
     }
 }
 

@@ -1,18 +1,26 @@
-//! The future of one submitted task.
+//! The future of one submitted task, and its progress watch.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use asyncer_protocol::Progress;
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::job::{JobControl, ProgressState};
 use crate::Error;
 
 pub(crate) type RawResult = Result<Vec<u8>, Error>;
+
+/// What a [`ProgressWatch`] sees; the task's owner holds the sender and
+/// drops it when the task has its result.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProgressState {
+    /// Bumped at every new progress value.
+    pub(crate) version: u64,
+    pub(crate) latest: Option<Progress>,
+}
 
 /// A submitted task: a future of its typed result.
 ///
@@ -40,26 +48,37 @@ pub(crate) type RawResult = Result<Vec<u8>, Error>;
 /// Awaiting `&mut handle` is cancel safe: the result stays in the handle.
 #[must_use = "a TaskHandle is the only way to get the task's result"]
 pub struct TaskHandle<T> {
-    job: Arc<JobControl>,
+    uid: String,
+    /// The task's own cancellation token.
+    cancel: CancellationToken,
     rx: oneshot::Receiver<RawResult>,
+    progress: watch::Receiver<ProgressState>,
     decode: fn(Vec<u8>) -> Result<T, Error>,
 }
 
 impl<T> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
-            .field("uid", &self.job.uid)
+            .field("uid", &self.uid)
             .finish_non_exhaustive()
     }
 }
 
 impl<T> TaskHandle<T> {
     pub(crate) fn new(
-        job: Arc<JobControl>,
+        uid: String,
+        cancel: CancellationToken,
         rx: oneshot::Receiver<RawResult>,
+        progress: watch::Receiver<ProgressState>,
         decode: fn(Vec<u8>) -> Result<T, Error>,
     ) -> Self {
-        TaskHandle { job, rx, decode }
+        TaskHandle {
+            uid,
+            cancel,
+            rx,
+            progress,
+            decode,
+        }
     }
 
     /// The task's uid, as in its events and logs.
@@ -79,7 +98,7 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn uid(&self) -> &str {
-        &self.job.uid
+        &self.uid
     }
 
     /// Cancels the task. A queued task leaves the queue at once; a running
@@ -101,7 +120,7 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn cancel(&self) {
-        self.job.stop(Error::Cancelled);
+        self.cancel.cancel();
     }
 
     /// Watches the task's progress, as its guest reports it with
@@ -128,8 +147,9 @@ impl<T> TaskHandle<T> {
     /// ```
     pub fn progress(&self) -> ProgressWatch {
         ProgressWatch {
-            rx: self.job.progress_signal(),
+            rx: self.progress.clone(),
             seen: 0,
+            changed: None,
         }
     }
 }
@@ -159,10 +179,31 @@ impl<T> TaskHandle<T> {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
 pub struct ProgressWatch {
     rx: watch::Receiver<ProgressState>,
+    /// The version of the last value returned.
     seen: u64,
+    /// Waits for the next change, on a clone of `rx`, while polled as a
+    /// stream.
+    changed: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+}
+
+impl fmt::Debug for ProgressWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgressWatch")
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for ProgressWatch {
+    fn clone(&self) -> Self {
+        ProgressWatch {
+            rx: self.rx.clone(),
+            seen: self.seen,
+            changed: None,
+        }
+    }
 }
 
 impl ProgressWatch {
@@ -187,7 +228,8 @@ impl ProgressWatch {
     }
 
     /// Waits for progress newer than the last one returned; `None` once the
-    /// task has its result and every reported value was seen.
+    /// task has its result and every reported value was seen. The watch is
+    /// also a [`Stream`](futures_core::Stream) of the same values.
     ///
     /// # Examples
     /// ```no_run
@@ -208,27 +250,7 @@ impl ProgressWatch {
     /// # Cancel safety
     /// Cancel safe: a value not returned stays available.
     pub async fn next(&mut self) -> Option<Progress> {
-        loop {
-            {
-                let state = self.rx.borrow_and_update();
-                if state.version > self.seen {
-                    self.seen = state.version;
-                    return state.latest.clone();
-                }
-                if state.finished {
-                    return None;
-                }
-            }
-            if self.rx.changed().await.is_err() {
-                // The task is gone; whatever it sent last was returned.
-                let state = self.rx.borrow();
-                if state.version > self.seen {
-                    self.seen = state.version;
-                    return state.latest.clone();
-                }
-                return None;
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_progress(cx)).await
     }
 
     /// Whether the task has its result (no more progress will come).
@@ -247,7 +269,48 @@ impl ProgressWatch {
     /// # }
     /// ```
     pub fn is_finished(&self) -> bool {
-        self.rx.borrow().finished
+        // The owner drops the sender when the task has its result.
+        self.rx.has_changed().is_err()
+    }
+
+    /// A value newer than the last one returned, if there is one.
+    fn take_new(&mut self) -> Option<Progress> {
+        let state = self.rx.borrow_and_update();
+        if state.version > self.seen {
+            self.seen = state.version;
+            state.latest.clone()
+        } else {
+            None
+        }
+    }
+
+    fn poll_progress(&mut self, cx: &mut Context<'_>) -> Poll<Option<Progress>> {
+        loop {
+            if let Some(progress) = self.take_new() {
+                self.changed = None;
+                return Poll::Ready(Some(progress));
+            }
+            let changed = self.changed.get_or_insert_with(|| {
+                // The clone has seen what `rx` has seen.
+                let mut rx = self.rx.clone();
+                Box::pin(async move { rx.changed().await.is_ok() })
+            });
+            let alive = std::task::ready!(changed.as_mut().poll(cx));
+            self.changed = None;
+            if !alive {
+                // The task has its result; a value sent just before that
+                // is still returned.
+                return Poll::Ready(self.take_new());
+            }
+        }
+    }
+}
+
+impl futures_core::Stream for ProgressWatch {
+    type Item = Progress;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Progress>> {
+        self.get_mut().poll_progress(cx)
     }
 }
 

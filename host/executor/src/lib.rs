@@ -36,25 +36,42 @@
 //! [`TaskHandle::cancel`], [`Executor::shutdown`] and [`Executor::abort`] for
 //! the lifecycle. Dropping every clone of an executor without shutting it
 //! down lets queued and running tasks finish; idle workers are killed.
+//!
+//! # How a task flows through the crate
+//! [`Executor::submit`] (`executor.rs`) checks the task and resolves its
+//! limits; the runner (`runner.rs`) queues it and starts its owner
+//! (`owner.rs`), one tokio task holding all of the task's state, which waits
+//! for a slot, hands the task to a [`dispatch::Backend`] (the local worker
+//! pool, `local.rs` and `pool.rs`), relays its progress, and delivers its
+//! result to the [`TaskHandle`] (`handle.rs`) and its one [`TaskEvent`]
+//! (`event.rs`).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod builder;
 mod capabilities;
+pub mod dispatch;
 mod error;
 mod event;
 mod executor;
 mod handle;
-mod job;
 mod limits;
+mod local;
+mod locate;
 mod module;
-mod process;
+mod owner;
+mod pool;
+mod runner;
+mod trace;
 
-pub use asyncer_protocol::{LogLevel, Progress, TaskRef};
+pub use asyncer_protocol::{GuestMessage, LogLevel, LogRecord, Progress, TaskRef};
+pub use builder::{ExecutorBuilder, TaskOptions};
 pub use capabilities::{Capabilities, DirGrant};
 pub use error::{Error, ErrorKind};
 pub use event::{EventStream, LogEvent, ProgressEvent, TaskEvent, TaskUpdate, UpdateStream};
-pub use executor::{Executor, ExecutorBuilder, TaskOptions};
+pub use executor::Executor;
 pub use handle::{ProgressWatch, TaskHandle};
 pub use limits::Limits;
+pub use locate::{WORKER_ENV, WORKER_PROGRAM};
 pub use module::Module;
-pub use process::{WarmOptions, WORKER_ENV, WORKER_PROGRAM};
+pub use pool::WarmOptions;

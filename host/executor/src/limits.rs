@@ -11,9 +11,9 @@ use std::time::Duration;
 /// use std::time::Duration;
 ///
 /// let limits = Limits::default()
-///     .timeout(Duration::from_secs(2))
-///     .max_memory_bytes(64 << 20);
-/// assert_eq!(limits.get_timeout(), Some(Duration::from_secs(2)));
+///     .with_timeout(Duration::from_secs(2))
+///     .with_max_memory_bytes(64 << 20);
+/// assert_eq!(limits.timeout(), Some(Duration::from_secs(2)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -54,10 +54,10 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// let limits = Limits::default().timeout(Duration::from_millis(250));
-    /// assert_eq!(limits.get_timeout(), Some(Duration::from_millis(250)));
+    /// let limits = Limits::default().with_timeout(Duration::from_millis(250));
+    /// assert_eq!(limits.timeout(), Some(Duration::from_millis(250)));
     /// ```
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
@@ -69,10 +69,10 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// let limits = Limits::default().fuel(1_000_000);
-    /// assert_eq!(limits.get_fuel(), Some(1_000_000));
+    /// let limits = Limits::default().with_fuel(1_000_000);
+    /// assert_eq!(limits.fuel(), Some(1_000_000));
     /// ```
-    pub fn fuel(mut self, fuel: u64) -> Self {
+    pub fn with_fuel(mut self, fuel: u64) -> Self {
         self.fuel = Some(fuel);
         self
     }
@@ -83,10 +83,10 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// let limits = Limits::default().max_memory_bytes(64 << 20);
-    /// assert_eq!(limits.get_max_memory_bytes(), Some(64 << 20));
+    /// let limits = Limits::default().with_max_memory_bytes(64 << 20);
+    /// assert_eq!(limits.max_memory_bytes(), Some(64 << 20));
     /// ```
-    pub fn max_memory_bytes(mut self, bytes: u64) -> Self {
+    pub fn with_max_memory_bytes(mut self, bytes: u64) -> Self {
         self.max_memory_bytes = Some(bytes);
         self
     }
@@ -97,10 +97,10 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// let limits = Limits::default().max_input_bytes(1 << 20);
-    /// assert_eq!(limits.get_max_input_bytes(), 1 << 20);
+    /// let limits = Limits::default().with_max_input_bytes(1 << 20);
+    /// assert_eq!(limits.max_input_bytes(), 1 << 20);
     /// ```
-    pub fn max_input_bytes(mut self, bytes: u64) -> Self {
+    pub fn with_max_input_bytes(mut self, bytes: u64) -> Self {
         self.max_input_bytes = bytes;
         self
     }
@@ -111,10 +111,10 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// let limits = Limits::default().max_output_bytes(4096);
-    /// assert_eq!(limits.get_max_output_bytes(), 4096);
+    /// let limits = Limits::default().with_max_output_bytes(4096);
+    /// assert_eq!(limits.max_output_bytes(), 4096);
     /// ```
-    pub fn max_output_bytes(mut self, bytes: u64) -> Self {
+    pub fn with_max_output_bytes(mut self, bytes: u64) -> Self {
         self.max_output_bytes = bytes;
         self
     }
@@ -126,10 +126,10 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// let limits = Limits::default().max_log_bytes(1024);
-    /// assert_eq!(limits.get_max_log_bytes(), 1024);
+    /// let limits = Limits::default().with_max_log_bytes(1024);
+    /// assert_eq!(limits.max_log_bytes(), 1024);
     /// ```
-    pub fn max_log_bytes(mut self, bytes: u64) -> Self {
+    pub fn with_max_log_bytes(mut self, bytes: u64) -> Self {
         self.max_log_bytes = bytes;
         self
     }
@@ -141,10 +141,10 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// let limits = Limits::default().max_wasm_stack(256 << 10);
-    /// assert_eq!(limits.get_max_wasm_stack(), Some(256 << 10));
+    /// let limits = Limits::default().with_max_wasm_stack(256 << 10);
+    /// assert_eq!(limits.max_wasm_stack(), Some(256 << 10));
     /// ```
-    pub fn max_wasm_stack(mut self, bytes: u64) -> Self {
+    pub fn with_max_wasm_stack(mut self, bytes: u64) -> Self {
         self.max_wasm_stack = Some(bytes);
         self
     }
@@ -155,9 +155,9 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// assert_eq!(Limits::default().get_timeout(), None);
+    /// assert_eq!(Limits::default().timeout(), None);
     /// ```
-    pub fn get_timeout(&self) -> Option<Duration> {
+    pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
 
@@ -167,9 +167,9 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// assert_eq!(Limits::default().get_fuel(), None); // not metered
+    /// assert_eq!(Limits::default().fuel(), None); // not metered
     /// ```
-    pub fn get_fuel(&self) -> Option<u64> {
+    pub fn fuel(&self) -> Option<u64> {
         self.fuel
     }
 
@@ -179,9 +179,9 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// assert_eq!(Limits::default().get_max_input_bytes(), 64 << 20);
+    /// assert_eq!(Limits::default().max_input_bytes(), 64 << 20);
     /// ```
-    pub fn get_max_input_bytes(&self) -> u64 {
+    pub fn max_input_bytes(&self) -> u64 {
         self.max_input_bytes
     }
 
@@ -191,9 +191,9 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// assert_eq!(Limits::default().get_max_memory_bytes(), None);
+    /// assert_eq!(Limits::default().max_memory_bytes(), None);
     /// ```
-    pub fn get_max_memory_bytes(&self) -> Option<u64> {
+    pub fn max_memory_bytes(&self) -> Option<u64> {
         self.max_memory_bytes
     }
 
@@ -203,9 +203,9 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// assert_eq!(Limits::default().get_max_output_bytes(), 64 << 20);
+    /// assert_eq!(Limits::default().max_output_bytes(), 64 << 20);
     /// ```
-    pub fn get_max_output_bytes(&self) -> u64 {
+    pub fn max_output_bytes(&self) -> u64 {
         self.max_output_bytes
     }
 
@@ -215,9 +215,9 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// assert_eq!(Limits::default().get_max_log_bytes(), 64 << 10);
+    /// assert_eq!(Limits::default().max_log_bytes(), 64 << 10);
     /// ```
-    pub fn get_max_log_bytes(&self) -> u64 {
+    pub fn max_log_bytes(&self) -> u64 {
         self.max_log_bytes
     }
 
@@ -227,9 +227,9 @@ impl Limits {
     /// ```
     /// use asyncer::Limits;
     /// use std::time::Duration;
-    /// assert_eq!(Limits::default().get_max_wasm_stack(), None);
+    /// assert_eq!(Limits::default().max_wasm_stack(), None);
     /// ```
-    pub fn get_max_wasm_stack(&self) -> Option<u64> {
+    pub fn max_wasm_stack(&self) -> Option<u64> {
         self.max_wasm_stack
     }
 

@@ -122,7 +122,7 @@ impl Module {
     /// let untrusted = exec
     ///     .load("uploaded.wasm")
     ///     .await?
-    ///     .with_limits(Limits::default().timeout(Duration::from_secs(1)).max_memory_bytes(32 << 20));
+    ///     .with_limits(Limits::default().with_timeout(Duration::from_secs(1)).with_max_memory_bytes(32 << 20));
     /// # let _ = untrusted;
     /// # Ok(())
     /// # }
@@ -243,9 +243,7 @@ impl Compiler {
         if let Some(engine) = engines.get(&flavor) {
             return Ok(engine.clone());
         }
-        let engine = asyncer_worker::new_engine(flavor).map_err(|e| Error::InvalidModule {
-            message: format!("cannot create a wasm engine: {e:#}"),
-        })?;
+        let engine = asyncer_worker::new_engine(flavor).map_err(Error::engine)?;
         engines.insert(flavor, engine.clone());
         Ok(engine)
     }
@@ -278,7 +276,8 @@ impl Compiler {
         }
         let engine = self.engine(flavor)?;
         let compiled = compile(&engine, &name, &bytes)?;
-        let tasks = check_abi(&engine, &compiled).map_err(|message| Error::InvalidModule {
+        let linker = asyncer_worker::new_linker(&engine).map_err(Error::link)?;
+        let tasks = check_abi(&linker, &compiled).map_err(|message| Error::InvalidModule {
             message: format!("{name}: {message}"),
         })?;
         let module = Module {
@@ -371,27 +370,22 @@ impl Compiler {
         compiled: &wasmtime::Module,
     ) -> Result<PathBuf, Error> {
         let file = format!(
-            "{}-{}{}-wasmtime{}.cwasm",
+            "{}-{}{}-{}.cwasm",
             module.inner.hash,
             if flavor.fuel { "f" } else { "" },
             if flavor.epoch { "e" } else { "" },
-            asyncer_worker::WASMTIME_VERSION,
+            compatibility_key(compiled.engine()),
         );
         let path = self.cache_dir.join(file);
         if path.exists() {
             return Ok(path);
         }
-        let cache_error = |e: &dyn fmt::Display| Error::InvalidModule {
-            message: format!(
-                "cannot write the artifact cache at {}: {e}",
-                self.cache_dir.display()
-            ),
-        };
-        let bytes = compiled.serialize().map_err(|e| cache_error(&e))?;
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(&self.cache_dir).map_err(|e| cache_error(&e))?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| cache_error(&e))?;
-        tmp.persist(&path).map_err(|e| cache_error(&e))?;
+        let bytes = compiled.serialize().map_err(Error::engine)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.cache_dir)
+            .map_err(|e| Error::cache(&self.cache_dir, e))?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| Error::cache(tmp.path(), e))?;
+        tmp.persist(&path)
+            .map_err(|e| Error::cache(&path, e.error))?;
         Ok(path)
     }
 }
@@ -407,7 +401,10 @@ fn compile(engine: &Engine, name: &str, bytes: &[u8]) -> Result<wasmtime::Module
 /// (all of them known, with the right types), a `memory`,
 /// `asyncer_alloc: (i32) -> i32`, and tasks `task:NAME: (i32, i32) -> i64`.
 /// Returns the sorted task names.
-fn check_abi(engine: &Engine, module: &wasmtime::Module) -> Result<Vec<String>, String> {
+fn check_abi(
+    linker: &wasmtime::Linker<asyncer_worker::StoreState>,
+    module: &wasmtime::Module,
+) -> Result<Vec<String>, String> {
     for import in module.imports() {
         if import.module() != ABI_WASI_MODULE && import.module() != ABI_HOST_MODULE {
             return Err(format!(
@@ -417,7 +414,6 @@ fn check_abi(engine: &Engine, module: &wasmtime::Module) -> Result<Vec<String>, 
             ));
         }
     }
-    let linker = asyncer_worker::new_linker(engine).map_err(|e| e.to_string())?;
     linker
         .instantiate_pre(module)
         .map_err(|e| format!("unsupported import: {e:#}"))?;
@@ -475,6 +471,30 @@ fn signature_is(ty: &wasmtime::FuncType, params: &[ValType], results: &[ValType]
         a.len() == b.len() && a.zip(b).all(|(x, y)| ValType::eq(&x, y))
     };
     same(&mut ty.params(), params) && same(&mut ty.results(), results)
+}
+
+/// Names what an engine's compiled code is compatible with, from wasmtime's
+/// own [`Engine::precompile_compatibility_hash`] (its version, target and
+/// every setting that changes compiled code): artifacts of engines that
+/// cannot load each other's code never share a cache file name.
+fn compatibility_key(engine: &Engine) -> String {
+    use std::hash::{Hash, Hasher};
+
+    /// Feeds `Hash` output to SHA-256: stable across builds and platforms,
+    /// unlike `DefaultHasher`.
+    struct Sha(Sha256);
+    impl Hasher for Sha {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&self) -> u64 {
+            unreachable!("only the digest is read")
+        }
+    }
+
+    let mut hasher = Sha(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex(&hasher.0.finalize()[..8])
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 /// First bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"ASYN";
 /// Version of the frame layout and of the message types below.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Bytes before a frame's body: magic, version, body length.
 pub const FRAME_HEADER_LEN: usize = 10;
 
@@ -151,12 +151,63 @@ pub struct Request {
     pub flavor: EngineFlavor,
     /// Task name, without the `task:` prefix.
     pub task: String,
-    /// The postcard-encoded input.
-    pub input: Vec<u8>,
     /// Limits enforced inside the worker.
     pub limits: Limits,
     /// What the guest may reach beyond its own memory (nothing by default).
     pub capabilities: Capabilities,
+    /// The postcard-encoded input. Last, and a byte string on the wire, so
+    /// that [`Request::frame_head`] lets a sender write it without copying.
+    #[serde(with = "serde_bytes")]
+    pub input: Vec<u8>,
+}
+
+/// Every field of a [`Request`] but its input, borrowed: encodes as the
+/// request's body up to the input.
+#[derive(Serialize)]
+struct RequestHead<'a> {
+    uid: &'a str,
+    artifact: &'a str,
+    flavor: EngineFlavor,
+    task: &'a str,
+    limits: &'a Limits,
+    capabilities: &'a Capabilities,
+}
+
+impl Request {
+    /// The frame of this request up to its input: write it, then
+    /// [`Request::input`], and the peer reads one whole request frame. The
+    /// input (possibly many megabytes) is never copied into a buffer.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer_protocol::{decode_frame, Request};
+    /// let request = Request {
+    ///     uid: "u".into(),
+    ///     artifact: "/cache/m.cwasm".into(),
+    ///     flavor: Default::default(),
+    ///     task: "t".into(),
+    ///     limits: Default::default(),
+    ///     capabilities: Default::default(),
+    ///     input: vec![1, 2, 3],
+    /// };
+    /// let mut wire = request.frame_head().unwrap();
+    /// wire.extend_from_slice(&request.input);
+    /// assert_eq!(decode_frame::<Request>(&wire).unwrap(), request);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`frame_head_with_tail`].
+    pub fn frame_head(&self) -> Result<Vec<u8>, FrameError> {
+        let head = RequestHead {
+            uid: &self.uid,
+            artifact: &self.artifact,
+            flavor: self.flavor,
+            task: &self.task,
+            limits: &self.limits,
+            capabilities: &self.capabilities,
+        };
+        frame_head_with_tail(&head, &self.input)
+    }
 }
 
 /// Opt-in capabilities of a guest: by default it has none.
@@ -393,12 +444,15 @@ impl std::fmt::Display for LogLevel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
     /// Output bytes (postcard `Output`, without envelope byte) or a failure.
+    #[serde(with = "bytes_outcome")]
     pub outcome: Result<Vec<u8>, Failure>,
     /// What the task used.
     pub usage: Usage,
     /// The guest's stdout (up to the limit).
+    #[serde(with = "serde_bytes")]
     pub stdout: Vec<u8>,
     /// The guest's stderr (up to the limit).
+    #[serde(with = "serde_bytes")]
     pub stderr: Vec<u8>,
     /// Bytes of stdout dropped past the limit.
     pub stdout_dropped: u64,
@@ -421,6 +475,30 @@ impl Reply {
             stderr_dropped: 0,
             log_dropped: 0,
         }
+    }
+}
+
+/// A reply's outcome with its output as a byte string (copied whole, not
+/// byte by byte as a sequence would be).
+mod bytes_outcome {
+    use super::Failure;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        outcome: &Result<Vec<u8>, Failure>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        outcome
+            .as_ref()
+            .map(|bytes| serde_bytes::Bytes::new(bytes))
+            .serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Result<Vec<u8>, Failure>, D::Error> {
+        let outcome = Result::<serde_bytes::ByteBuf, Failure>::deserialize(deserializer)?;
+        Ok(outcome.map(serde_bytes::ByteBuf::into_vec))
     }
 }
 
@@ -483,7 +561,7 @@ pub struct Usage {
 /// # Examples
 /// ```
 /// use asyncer_protocol::ErrorKind;
-/// assert_eq!(ErrorKind::ALL.len(), 14);
+/// assert_eq!(ErrorKind::ALL.len(), 19);
 /// assert_eq!(ErrorKind::MemoryLimit.to_string(), "memory_limit");
 /// ```
 #[non_exhaustive]
@@ -517,11 +595,21 @@ pub enum ErrorKind {
     Cancelled,
     /// The executor was shut down.
     ShutDown,
+    /// The input was larger than the task's input limit.
+    InputTooLarge,
+    /// The compiled-artifact cache could not be read or written.
+    CacheFailed,
+    /// A wasm engine could not be made for the task's settings.
+    EngineFailed,
+    /// WASI or the `asyncer` host imports could not be linked.
+    LinkFailed,
+    /// An executor setting is impossible (refused by `build`).
+    InvalidConfig,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::InvalidModule,
         ErrorKind::NoSuchTask,
         ErrorKind::Decode,
@@ -536,6 +624,11 @@ impl ErrorKind {
         ErrorKind::SpawnFailed,
         ErrorKind::Cancelled,
         ErrorKind::ShutDown,
+        ErrorKind::InputTooLarge,
+        ErrorKind::CacheFailed,
+        ErrorKind::EngineFailed,
+        ErrorKind::LinkFailed,
+        ErrorKind::InvalidConfig,
     ];
 
     /// The stable snake_case name, e.g. `"guest_panic"`.
@@ -561,6 +654,11 @@ impl ErrorKind {
             ErrorKind::SpawnFailed => "spawn_failed",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::ShutDown => "shut_down",
+            ErrorKind::InputTooLarge => "input_too_large",
+            ErrorKind::CacheFailed => "cache_failed",
+            ErrorKind::EngineFailed => "engine_failed",
+            ErrorKind::LinkFailed => "link_failed",
+            ErrorKind::InvalidConfig => "invalid_config",
         }
     }
 }
@@ -671,6 +769,30 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, FrameError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     r.read_exact(&mut header)?;
+    let len = frame_body_len(&header, max_len)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+/// Checks a frame header (magic, version) and returns the length of the body
+/// that follows it, refusing lengths over `max_len`. The one header parser of
+/// both sides: [`read_frame`] uses it, and so does the executor's async
+/// reader.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{encode_frame, frame_body_len, FrameError, FRAME_HEADER_LEN};
+/// let wire = encode_frame(&vec![7u8; 100]).unwrap();
+/// let header: [u8; FRAME_HEADER_LEN] = wire[..FRAME_HEADER_LEN].try_into().unwrap();
+/// assert_eq!(frame_body_len(&header, 1 << 20).unwrap(), wire.len() - FRAME_HEADER_LEN);
+/// assert!(matches!(frame_body_len(&header, 10), Err(FrameError::TooLarge { max: 10, .. })));
+/// ```
+///
+/// # Errors
+/// [`FrameError::BadMagic`], [`FrameError::Version`] or
+/// [`FrameError::TooLarge`].
+pub fn frame_body_len(header: &[u8; FRAME_HEADER_LEN], max_len: u64) -> Result<usize, FrameError> {
     if header[..4] != MAGIC {
         return Err(FrameError::BadMagic);
     }
@@ -684,9 +806,57 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
     if len > max_len {
         return Err(FrameError::TooLarge { len, max: max_len });
     }
-    let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body)?;
-    Ok(postcard::from_bytes(&body)?)
+    usize::try_from(len).map_err(|_| FrameError::TooLarge { len, max: max_len })
+}
+
+/// The head of a frame whose body is `head`'s postcard encoding followed by
+/// `tail` as a postcard byte string (varint length, then the bytes): the
+/// encoding of a struct whose last field is those bytes (as
+/// [`Request::input`] is). Write the returned head, then `tail` itself, so
+/// that a large payload is never copied into a frame buffer.
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{decode_frame, frame_head_with_tail};
+/// #[derive(serde::Serialize)]
+/// struct Head { id: u32 }
+/// #[derive(serde::Deserialize)]
+/// struct Whole { id: u32, #[serde(with = "serde_bytes")] payload: Vec<u8> }
+///
+/// let payload = vec![9u8; 1000];
+/// let mut wire = frame_head_with_tail(&Head { id: 7 }, &payload).unwrap();
+/// wire.extend_from_slice(&payload);
+/// let whole: Whole = decode_frame(&wire).unwrap();
+/// assert_eq!((whole.id, whole.payload), (7, payload));
+/// ```
+///
+/// # Errors
+/// When `head` does not encode or the body exceeds `u32::MAX` bytes.
+pub fn frame_head_with_tail<T: Serialize>(head: &T, tail: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; FRAME_HEADER_LEN];
+    out.extend_from_slice(&postcard::to_allocvec(head)?);
+    let mut varint = [0u8; 10];
+    let mut n = tail.len() as u64;
+    let mut used = 0;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        varint[used] = if n == 0 { byte } else { byte | 0x80 };
+        used += 1;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&varint[..used]);
+    let body_len = (out.len() - FRAME_HEADER_LEN) as u64 + tail.len() as u64;
+    let len = u32::try_from(body_len).map_err(|_| FrameError::TooLarge {
+        len: body_len,
+        max: u32::MAX.into(),
+    })?;
+    out[..4].copy_from_slice(&MAGIC);
+    out[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out[6..FRAME_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    Ok(out)
 }
 
 /// Decodes a frame held entirely in `bytes` (trailing bytes are an error).
@@ -817,6 +987,27 @@ mod tests {
             bytes[6..10].copy_from_slice(&(len as u32).to_le_bytes());
             let _ = decode_frame::<Reply>(&bytes);
             let _ = decode_frame::<Request>(&bytes);
+        }
+    }
+
+    #[test]
+    fn a_request_written_head_then_input_is_the_same_frame() {
+        for len in [0usize, 1, 127, 128, 300, 70_000] {
+            let request = Request {
+                uid: "u-1".into(),
+                artifact: "/cache/a.cwasm".into(),
+                flavor: EngineFlavor {
+                    fuel: true,
+                    epoch: false,
+                },
+                task: "echo".into(),
+                limits: Limits::default(),
+                capabilities: Capabilities::default(),
+                input: (0..len).map(|i| i as u8).collect(),
+            };
+            let mut wire = request.frame_head().unwrap();
+            wire.extend_from_slice(&request.input);
+            assert_eq!(wire, encode_frame(&request).unwrap(), "len {len}");
         }
     }
 

@@ -392,12 +392,18 @@ impl WorkerCache {
         &mut self,
         flavor: EngineFlavor,
         stack: usize,
-    ) -> wasmtime::Result<(Engine, Linker<StoreState>)> {
+    ) -> Result<(Engine, Linker<StoreState>), Failure> {
         if let Some(found) = self.engines.get(&(flavor, stack)) {
             return Ok(found.clone());
         }
-        let engine = Engine::new(&crate::engine_config_with_stack(flavor, stack))?;
-        let linker = crate::new_linker(&engine)?;
+        let engine = Engine::new(&crate::engine_config_with_stack(flavor, stack)).map_err(|e| {
+            Failure::new(
+                ErrorKind::EngineFailed,
+                format!("cannot make the engine: {e:#}"),
+            )
+        })?;
+        let linker = crate::new_linker(&engine)
+            .map_err(|e| Failure::new(ErrorKind::LinkFailed, format!("cannot link WASI: {e:#}")))?;
         self.engines
             .insert((flavor, stack), (engine.clone(), linker.clone()));
         Ok((engine, linker))
@@ -408,7 +414,7 @@ impl WorkerCache {
         engine: &Engine,
         request: &Request,
         stack: usize,
-    ) -> wasmtime::Result<Module> {
+    ) -> Result<Module, Failure> {
         let key = (request.artifact.clone(), request.flavor, stack);
         if let Some(module) = self.modules.get(&key) {
             return Ok(module.clone());
@@ -417,7 +423,13 @@ impl WorkerCache {
         // `Module::serialize` for this very engine configuration, under a
         // content-addressed name that is never rewritten while in use.
         #[allow(unsafe_code)]
-        let module = unsafe { Module::deserialize_file(engine, &request.artifact)? };
+        let module =
+            unsafe { Module::deserialize_file(engine, &request.artifact) }.map_err(|e| {
+                Failure::new(
+                    ErrorKind::CacheFailed,
+                    format!("cannot load artifact {}: {e:#}", request.artifact),
+                )
+            })?;
         if self.modules.len() >= MAX_CACHED_MODULES {
             self.modules.clear();
         }
@@ -440,12 +452,7 @@ impl WorkerCache {
             });
         let (module, engine, linker) = match loaded {
             Ok(loaded) => loaded,
-            Err(e) => {
-                return Reply::failed(Failure::new(
-                    ErrorKind::InvalidModule,
-                    format!("cannot load artifact {}: {e:#}", request.artifact),
-                ))
-            }
+            Err(failure) => return Reply::failed(failure),
         };
         let mut reply = run_loaded(LoadedTask {
             engine: &engine,

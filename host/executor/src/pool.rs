@@ -1,86 +1,27 @@
-//! Finding the worker program, and the pool of worker processes: fresh,
-//! spawned ahead, or warm.
+//! The pool of worker processes (fresh, spawned ahead, or warm): spawns
+//! them, hands each a request, reads the guest's reports and the reply, and
+//! always reaps them.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use asyncer_protocol::{
-    decode_frame, encode_frame, GuestMessage, Reply, Request, WorkerMessage, FRAME_HEADER_LEN,
-    MAGIC, PROTOCOL_VERSION,
+    decode_frame, frame_body_len, FrameError, Reply, Request, WorkerMessage, FRAME_HEADER_LEN,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::watch;
 
+use crate::dispatch::RunContext;
 use crate::Error;
-
-/// The worker program's file name.
-///
-/// # Examples
-/// ```
-/// assert_eq!(asyncer::WORKER_PROGRAM, "asyncer-worker");
-/// ```
-pub const WORKER_PROGRAM: &str = "asyncer-worker";
-/// Environment variable naming the worker program, checked second.
-///
-/// # Examples
-/// ```
-/// // The process's own environment names the worker, e.g. in a container:
-/// // ASYNCER_WORKER=/usr/local/bin/asyncer-worker ./my-service
-/// assert_eq!(asyncer::WORKER_ENV, "ASYNCER_WORKER");
-/// ```
-pub const WORKER_ENV: &str = "ASYNCER_WORKER";
 
 /// How much of a worker's own stderr is kept for crash reports.
 const STDERR_TAIL_BYTES: usize = 4096;
 /// How long the host waits past the task's timeout before killing the worker
 /// (the worker's own deadline should have answered first).
 const KILL_GRACE: Duration = Duration::from_millis(500);
-
-/// Finds the worker program: `explicit`, then `$ASYNCER_WORKER`, then next to
-/// the current executable (and in its parent directory, for test and example
-/// binaries under `target/*/deps` and `target/*/examples`), then `$PATH`.
-pub(crate) fn locate_worker(explicit: Option<&Path>) -> Result<PathBuf, Error> {
-    let mut searched = Vec::new();
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(path) = explicit {
-        candidates.push(path.to_owned());
-    } else if let Some(path) = std::env::var_os(WORKER_ENV).filter(|p| !p.is_empty()) {
-        candidates.push(path.into());
-    } else {
-        let exe_name = format!("{WORKER_PROGRAM}{}", std::env::consts::EXE_SUFFIX);
-        if let Ok(exe) = std::env::current_exe() {
-            let mut dir = exe.parent();
-            for _ in 0..2 {
-                if let Some(d) = dir {
-                    candidates.push(d.join(&exe_name));
-                    dir = d.parent();
-                }
-            }
-        }
-        if let Some(paths) = std::env::var_os("PATH") {
-            candidates.extend(std::env::split_paths(&paths).map(|d| d.join(&exe_name)));
-        }
-    }
-    for candidate in candidates {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        searched.push(candidate.display().to_string());
-    }
-    Err(Error::SpawnFailed {
-        message: format!(
-            "cannot find the `{WORKER_PROGRAM}` program (searched: {}); build it with \
-             `cargo build -p asyncer-worker` next to your binary, install it with \
-             `cargo install asyncer-worker`, or name it with ${WORKER_ENV} or \
-             `Executor::builder().worker_program(path)`",
-            searched.join(", ")
-        ),
-    })
-}
 
 /// What became of one task's trip to a worker.
 pub(crate) struct WorkerRun {
@@ -122,15 +63,43 @@ pub(crate) struct PoolMode {
 /// # Examples
 /// ```
 /// use asyncer::WarmOptions;
-/// let options = WarmOptions { max_rss_bytes: 128 << 20, ..WarmOptions::default() };
+/// let options = WarmOptions::default().max_rss_bytes(128 << 20);
 /// assert_eq!(options.max_tasks, 1000);
+/// assert_eq!(options.max_rss_bytes, 128 << 20);
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WarmOptions {
     /// Tasks a worker serves before it is replaced.
     pub max_tasks: u64,
     /// Resident memory past which a worker is replaced after its task.
     pub max_rss_bytes: u64,
+}
+
+impl WarmOptions {
+    /// Tasks a worker serves before it is replaced (at least 1).
+    ///
+    /// # Examples
+    /// ```
+    /// let options = asyncer::WarmOptions::default().max_tasks(500);
+    /// assert_eq!(options.max_tasks, 500);
+    /// ```
+    pub fn max_tasks(mut self, tasks: u64) -> Self {
+        self.max_tasks = tasks;
+        self
+    }
+
+    /// Resident memory past which a worker is replaced after its task.
+    ///
+    /// # Examples
+    /// ```
+    /// let options = asyncer::WarmOptions::default().max_rss_bytes(256 << 20);
+    /// assert_eq!(options.max_rss_bytes, 256 << 20);
+    /// ```
+    pub fn max_rss_bytes(mut self, bytes: u64) -> Self {
+        self.max_rss_bytes = bytes;
+        self
+    }
 }
 
 impl Default for WarmOptions {
@@ -268,15 +237,16 @@ impl Pool {
     }
 
     /// Runs one request in a worker, handing the guest's progress and log
-    /// records to `on_guest` as they arrive; the worker is reaped before this
-    /// returns unless it goes back to the warm pool (or is handed back as
-    /// [`WorkerRun::exiting`]).
+    /// records to `context` as they arrive, and stopping (killing the
+    /// worker) when the context is cancelled; the worker is reaped before
+    /// this returns unless it goes back to the warm pool (or is handed back
+    /// as [`WorkerRun::exiting`]). The request's input is written to the
+    /// worker straight from the request, never copied into a frame buffer.
     pub(crate) async fn run(
         self: &Arc<Self>,
-        request: &Request,
+        request: Request,
         host_timeout: Option<Duration>,
-        mut stop: watch::Receiver<Option<Error>>,
-        on_guest: &(dyn Fn(GuestMessage) + Send + Sync),
+        context: &RunContext,
     ) -> WorkerRun {
         let started_at = std::time::SystemTime::now();
         let mut run = WorkerRun {
@@ -286,8 +256,8 @@ impl Pool {
             reply: Err(Error::Cancelled),
             exiting: None,
         };
-        let frame = match encode_frame(request) {
-            Ok(frame) => frame,
+        let head = match request.frame_head() {
+            Ok(head) => head,
             Err(e) => {
                 run.reply = Err(Error::Decode {
                     message: format!("cannot encode the request: {e}"),
@@ -320,13 +290,15 @@ impl Pool {
                 return Err(NoReply::Gone("stdin already closed".into()));
             };
             // A write error only means the worker died: the read says so.
-            let _ = stdin.write_all(&frame).await;
+            if stdin.write_all(&head).await.is_ok() {
+                let _ = stdin.write_all(&request.input).await;
+            }
             let _ = stdin.flush().await;
             if warm.is_none() {
                 // One task per process: EOF tells the worker to exit after it.
                 worker.stdin = None;
             }
-            read_reply(&mut worker.stdout, max_reply, on_guest).await
+            read_reply(&mut worker.stdout, max_reply, context).await
         };
         let timed = async {
             match host_timeout {
@@ -336,17 +308,9 @@ impl Pool {
                 None => Ok(exchange.await),
             }
         };
-        let stopped = async {
-            let reason = stop.wait_for(Option::is_some).await.map(|r| r.clone());
-            match reason {
-                Ok(reason) => reason.unwrap_or(Error::Cancelled),
-                // The job went away: nobody can stop it any more.
-                Err(_) => std::future::pending().await,
-            }
-        };
         let exchanged = tokio::select! {
             exchanged = timed => exchanged,
-            reason = stopped => Err(reason),
+            () = context.cancelled() => Err(Error::Cancelled),
         };
         let reply = match exchanged {
             Ok(reply) => reply,
@@ -443,16 +407,16 @@ impl Worker {
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
 /// Reads the worker's messages up to its reply, handing the guest's records
-/// to `on_guest` on the way.
+/// to `context` on the way.
 async fn read_reply(
     reader: &mut (impl AsyncRead + Unpin),
     max: u64,
-    on_guest: &(dyn Fn(GuestMessage) + Send + Sync),
+    context: &RunContext,
 ) -> Result<Reply, NoReply> {
     loop {
         let frame = read_frame_bytes(reader, max).await?;
         match decode_frame::<WorkerMessage>(&frame) {
-            Ok(WorkerMessage::Guest(message)) => on_guest(message),
+            Ok(WorkerMessage::Guest(message)) => context.report(message),
             Ok(WorkerMessage::Reply(reply)) => return Ok(reply),
             Err(e) => return Err(NoReply::Gone(format!("unreadable reply: {e}"))),
         }
@@ -475,23 +439,20 @@ async fn read_frame_bytes(
             },
         ));
     }
-    if frame[..4] != MAGIC {
-        return Err(NoReply::Gone(
-            "unreadable reply: not an asyncer frame".into(),
-        ));
-    }
-    let version = u16::from_le_bytes([frame[4], frame[5]]);
-    if version != PROTOCOL_VERSION {
-        return Err(NoReply::Gone(format!(
-            "the worker speaks protocol version {version}, this host {PROTOCOL_VERSION}: \
-             build asyncer-worker from the same asyncer release"
-        )));
-    }
-    let len = u64::from(u32::from_le_bytes([frame[6], frame[7], frame[8], frame[9]]));
-    if len > max {
-        return Err(NoReply::TooLarge(max));
-    }
-    frame.resize(FRAME_HEADER_LEN + len as usize, 0);
+    let header: &[u8; FRAME_HEADER_LEN] = frame[..].try_into().expect("header-sized");
+    let len = match frame_body_len(header, max) {
+        Ok(len) => len,
+        Err(FrameError::TooLarge { .. }) => return Err(NoReply::TooLarge(max)),
+        Err(FrameError::Version { found }) => {
+            return Err(NoReply::Gone(format!(
+                "the worker speaks protocol version {found}, this host {}: \
+                 build asyncer-worker from the same asyncer release",
+                asyncer_protocol::PROTOCOL_VERSION
+            )))
+        }
+        Err(e) => return Err(NoReply::Gone(format!("unreadable reply: {e}"))),
+    };
+    frame.resize(FRAME_HEADER_LEN + len, 0);
     reader
         .read_exact(&mut frame[FRAME_HEADER_LEN..])
         .await

@@ -1,0 +1,392 @@
+//! Configuring an executor ([`ExecutorBuilder`]) and a task
+//! ([`TaskOptions`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::executor::Settings;
+use crate::local::LocalBackend;
+use crate::locate::locate_worker;
+use crate::module::Compiler;
+use crate::pool::{Pool, PoolMode, WarmOptions};
+use crate::runner::Runner;
+use crate::{Capabilities, Error, Executor, Limits};
+
+/// Configures an [`Executor`]; made by [`Executor::builder`].
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// use asyncer::{Executor, Limits};
+/// use std::time::Duration;
+/// let exec = Executor::builder()
+///     .max_processes(8)
+///     .prestart(2)
+///     .limits(Limits::default().with_timeout(Duration::from_secs(30)))
+///     .build()?;
+/// # let _ = exec;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorBuilder {
+    max_processes: Option<usize>,
+    worker: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    limits: Limits,
+    capabilities: Capabilities,
+    prestart: usize,
+    warm: Option<WarmOptions>,
+    nice: Option<i32>,
+}
+
+impl ExecutorBuilder {
+    /// Keeps `n` idle worker processes started ahead of need (engine made,
+    /// waiting for a request), so that process start-up is off a task's
+    /// critical path. Each still serves exactly one task and exits. These
+    /// idle workers use no CPU and are not counted in `max_processes`, which
+    /// bounds the workers running tasks. Default 0. Ignored in warm mode.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().max_processes(4).prestart(2).build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn prestart(mut self, n: usize) -> Self {
+        self.prestart = n;
+        self
+    }
+
+    /// Scheduling niceness of the worker processes (Unix `nice`, 0 to 19;
+    /// default 10). Workers yield the CPU to the host, so that its event loop
+    /// stays responsive while every core runs tasks; other work on the
+    /// machine is favoured over tasks too. Use 0 to schedule them like the
+    /// host.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// // Schedule the workers like the host.
+    /// let exec = asyncer::Executor::builder().worker_nice(0).build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn worker_nice(mut self, nice: i32) -> Self {
+        self.nice = Some(nice);
+        self
+    }
+
+    /// Warm mode: each worker serves many tasks (each in a fresh wasm store
+    /// and instance, so tasks stay isolated from one another) and is replaced
+    /// after [`WarmOptions::max_tasks`] tasks, when it crashes, is killed (on
+    /// timeout or cancellation), or grows past [`WarmOptions::max_rss_bytes`].
+    /// Same API, errors and events; at most `max_processes` workers exist.
+    /// Off by default: a fresh process per task isolates tasks at the OS level
+    /// too.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Executor, WarmOptions};
+    /// let exec = Executor::builder()
+    ///     .warm(WarmOptions::default().max_tasks(500))
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn warm(mut self, options: WarmOptions) -> Self {
+        self.warm = Some(options);
+        self
+    }
+
+    /// Most worker processes alive at once (default: the number of CPUs).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().max_processes(2).build()?;
+    /// assert_eq!(exec.max_processes(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_processes(mut self, n: usize) -> Self {
+        self.max_processes = Some(n);
+        self
+    }
+
+    /// The worker program to run, instead of looking it up (see
+    /// [`Executor::builder`]).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder()
+    ///     .worker_program("/opt/myapp/bin/asyncer-worker")
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker = Some(path.into());
+        self
+    }
+
+    /// Keep precompiled artifacts in `dir` (created if missing) so that they
+    /// survive the process; by default a private temporary directory is used
+    /// and removed with the executor. The directory must be trusted: workers
+    /// load native code from it.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder()
+    ///     .cache_dir("/var/cache/myapp/asyncer")
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Default limits of every task.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Executor, Limits};
+    /// use std::time::Duration;
+    /// let exec = Executor::builder()
+    ///     .limits(Limits::default().with_timeout(Duration::from_secs(5)).with_max_memory_bytes(256 << 20))
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// use asyncer::TaskOptions;
+    /// use std::time::Duration;
+    /// let options = TaskOptions::new().limits(asyncer::Limits::default().with_timeout(Duration::from_secs(1)));
+    /// let handle = exec.submit_with::<_, u64>(&module, "add", &(1u64, 2u64), options)?;
+    /// # let _ = handle;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Default capabilities of every task (none unless set).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Capabilities, Executor};
+    /// let exec = Executor::builder()
+    ///     .capabilities(Capabilities::none().read_only_dir("/srv/models", "/models"))
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// use asyncer::TaskOptions;
+    /// let options = TaskOptions::new().capabilities(asyncer::Capabilities::none().env("MODE", "fast"));
+    /// let handle = exec.submit_with::<_, u64>(&module, "add", &(1u64, 2u64), options)?;
+    /// # let _ = handle;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Checks the settings, finds the worker program, and starts the
+    /// executor's runner on the current tokio runtime.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().build()?;
+    /// println!("up to {} workers", exec.max_processes());
+    /// assert!(matches!(
+    ///     asyncer::Executor::builder().max_processes(0).build(),
+    ///     Err(asyncer::Error::InvalidConfig { .. })
+    /// ));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an impossible setting (`max_processes`
+    /// of 0, a niceness outside 0..=19, warm workers serving 0 tasks),
+    /// [`Error::SpawnFailed`] when the worker program cannot be found,
+    /// [`Error::Cache`] when the cache or work directory cannot be made.
+    ///
+    /// # Panics
+    /// Panics when called outside a tokio runtime.
+    pub fn build(self) -> Result<Executor, Error> {
+        let max_processes = match self.max_processes {
+            Some(0) => return Err(invalid("max_processes must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        let nice = self.nice.unwrap_or(DEFAULT_NICE);
+        if !(0..=19).contains(&nice) {
+            return Err(invalid(format!(
+                "worker_nice must be within 0..=19, not {nice}"
+            )));
+        }
+        if self.warm.is_some_and(|warm| warm.max_tasks == 0) {
+            return Err(invalid("WarmOptions::max_tasks must be at least 1"));
+        }
+        let worker = locate_worker(self.worker.as_deref())?;
+        let temp = tempfile::Builder::new()
+            .prefix("asyncer-")
+            .tempdir()
+            .map_err(|e| Error::cache(std::env::temp_dir(), e))?;
+        let cache_dir = self.cache_dir.unwrap_or_else(|| temp.path().join("cache"));
+        let work_dir = temp.path().join("work");
+        for dir in [&cache_dir, &work_dir] {
+            std::fs::create_dir_all(dir).map_err(|e| Error::cache(dir, e))?;
+        }
+        let mode = PoolMode {
+            warm: self.warm,
+            prestart: self.prestart,
+            nice,
+        };
+        let compiler = Arc::new(Compiler::new(cache_dir));
+        let backend = LocalBackend::new(Pool::new(worker, work_dir, mode), compiler.clone(), temp);
+        Ok(Executor::new(
+            Runner::start(Arc::new(backend), max_processes),
+            compiler,
+            Settings {
+                max_processes,
+                mode,
+                limits: self.limits,
+                capabilities: self.capabilities,
+            },
+        ))
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidConfig {
+        message: message.into(),
+    }
+}
+
+/// Default niceness of worker processes.
+const DEFAULT_NICE: i32 = 10;
+
+/// Per-task settings, taken by every `submit*_with` method of [`Executor`].
+///
+/// # Examples
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncer::Error> {
+/// # let exec = asyncer::Executor::builder().build()?;
+/// # let module = exec.load("tasks.wasm").await?;
+/// use asyncer::{Capabilities, Limits, TaskOptions};
+/// let options = TaskOptions::new()
+///     .uid("report-2026-11")
+///     .limits(Limits::default().with_max_memory_bytes(128 << 20))
+///     .capabilities(Capabilities::none().read_only_dir("/srv/reports", "/reports"));
+/// let handle = exec.submit_with::<_, u64>(&module, "add", &(1u64, 2u64), options)?;
+/// # let _ = handle;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TaskOptions {
+    pub(crate) uid: Option<String>,
+    pub(crate) limits: Option<Limits>,
+    pub(crate) capabilities: Option<Capabilities>,
+}
+
+impl TaskOptions {
+    /// Default options: a fresh uuid v4 and the executor's limits.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Limits, TaskOptions};
+    /// use std::time::Duration;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let options = TaskOptions::new()
+    ///     .uid("order-1234")
+    ///     .limits(Limits::default().with_timeout(Duration::from_millis(500)));
+    /// let handle = exec.submit_with::<_, u64>(&module, "price", &1234u64, options)?;
+    /// assert_eq!(handle.uid(), "order-1234");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new() -> Self {
+        TaskOptions::default()
+    }
+
+    /// The task's uid, carried by its events and log lines.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// use asyncer::TaskOptions;
+    /// let handle = exec.submit_with::<_, u64>(&module, "add", &(1u64, 2u64), TaskOptions::new().uid("a-1"))?;
+    /// assert_eq!(handle.uid(), "a-1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn uid(mut self, uid: impl Into<String>) -> Self {
+        self.uid = Some(uid.into());
+        self
+    }
+
+    /// Limits for this task instead of the module's or the executor's.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Capabilities for this task instead of the module's or the executor's.
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
+        self
+    }
+}

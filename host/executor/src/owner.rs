@@ -1,0 +1,207 @@
+//! One owner per task: a tokio task (tracked by the executor's
+//! `TaskTracker`) that holds all of the task's state and walks it through
+//! its life, queued → running → finished, producing its result and its
+//! completion event exactly once.
+//!
+//! Where the task is in its life is where the owner is in [`Owner::run`]:
+//! waiting for its turn (queued), awaiting the backend (running), or
+//! delivering (finished). Nothing else records it. Stopping goes through the
+//! task's cancellation token, a child of the executor's: cancelling the
+//! child alone is [`Error::Cancelled`], cancelling the parent (shutdown,
+//! abort) is [`Error::ShutDown`].
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use asyncer_protocol::GuestMessage;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::{Assignment, Backend, BoxFuture, Run, RunContext, RunReport};
+use crate::event::{LogEvent, ProgressEvent, Subscribers, TaskEvent, TaskUpdate};
+use crate::handle::{ProgressState, RawResult};
+use crate::{trace, Error};
+
+/// What identifies a task in its events, fixed at submit.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskMeta {
+    pub(crate) uid: String,
+    pub(crate) task: String,
+    pub(crate) module_hash: String,
+    pub(crate) queued_at: SystemTime,
+    pub(crate) bytes_in: usize,
+}
+
+/// Everything one task is, from submit to its event.
+pub(crate) struct Owner {
+    pub(crate) meta: TaskMeta,
+    pub(crate) assignment: Assignment,
+    /// Receives the task's slot when its turn comes.
+    pub(crate) turn: oneshot::Receiver<OwnedSemaphorePermit>,
+    /// The task's own token, a child of `shutdown`.
+    pub(crate) cancel: CancellationToken,
+    /// The executor's token.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) reply: oneshot::Sender<RawResult>,
+    pub(crate) progress: watch::Sender<ProgressState>,
+    pub(crate) subscribers: Arc<Subscribers>,
+    pub(crate) backend: Arc<dyn Backend>,
+}
+
+/// The parts of an owner that deliver the outcome and the event.
+struct Delivery {
+    meta: TaskMeta,
+    reply: oneshot::Sender<RawResult>,
+    progress: watch::Sender<ProgressState>,
+    subscribers: Arc<Subscribers>,
+}
+
+impl Owner {
+    /// Lives the task's life; returns once its event is published.
+    pub(crate) async fn run(self) {
+        let Owner {
+            meta,
+            assignment,
+            turn,
+            cancel,
+            shutdown,
+            reply,
+            progress,
+            subscribers,
+            backend,
+        } = self;
+        let delivery = Delivery {
+            meta,
+            reply,
+            progress,
+            subscribers,
+        };
+
+        // Queued: wait for a slot, unless stopped first.
+        let permit = tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            // `Err`: the runner is gone, which only happens with the runtime.
+            permit = turn => permit.ok(),
+        };
+        let Some(permit) = permit else {
+            let error = stop_reason(&cancel, &shutdown);
+            let run = Run {
+                outcome: Err(error),
+                report: RunReport::default(),
+                cleanup: None,
+            };
+            return delivery.finish(run, None).await;
+        };
+
+        // Running: the backend has it; its reports come back on a channel.
+        let (reports_tx, mut reports) = mpsc::unbounded_channel();
+        let mut running = backend.run(assignment, RunContext::new(reports_tx, cancel.clone()));
+        let mut run = loop {
+            tokio::select! {
+                run = &mut running => break run,
+                Some(message) = reports.recv() => delivery.on_guest(message),
+            }
+        };
+        // Whatever the backend reported before it answered comes first.
+        while let Ok(message) = reports.try_recv() {
+            delivery.on_guest(message);
+        }
+        if matches!(run.outcome, Err(Error::Cancelled)) && cancel.is_cancelled() {
+            run.outcome = Err(stop_reason(&cancel, &shutdown));
+        }
+
+        // Finished.
+        delivery.finish(run, Some(permit)).await;
+    }
+}
+
+/// Why a stopped task stopped: the executor's token means shut down.
+fn stop_reason(cancel: &CancellationToken, shutdown: &CancellationToken) -> Error {
+    if cancel.is_cancelled() && !shutdown.is_cancelled() {
+        Error::Cancelled
+    } else {
+        Error::ShutDown
+    }
+}
+
+impl Delivery {
+    /// Hands a progress or log record of the running guest to its watchers,
+    /// the update subscribers and `tracing`.
+    fn on_guest(&self, message: GuestMessage) {
+        let Delivery {
+            meta, subscribers, ..
+        } = self;
+        let at = SystemTime::now();
+        match message {
+            GuestMessage::Progress(progress) => {
+                trace::guest_progress(&meta.uid, &meta.task, &progress);
+                subscribers.publish_update(|| {
+                    TaskUpdate::Progress(ProgressEvent {
+                        uid: meta.uid.clone(),
+                        task: meta.task.clone(),
+                        progress: progress.clone(),
+                        at,
+                    })
+                });
+                self.progress.send_modify(|state| {
+                    state.version += 1;
+                    state.latest = Some(progress);
+                });
+            }
+            GuestMessage::Log(record) => {
+                trace::guest_record(&meta.uid, &meta.task, &record);
+                subscribers.publish_update(|| {
+                    TaskUpdate::Log(LogEvent {
+                        uid: meta.uid.clone(),
+                        task: meta.task.clone(),
+                        level: record.level,
+                        message: record.message.clone(),
+                        at,
+                    })
+                });
+            }
+        }
+    }
+
+    /// Delivers the outcome to the handle at once, then finishes the run's
+    /// cleanup (reaping its worker) while still holding the slot, then
+    /// publishes the one event, made from the complete record.
+    async fn finish(self, run: Run, permit: Option<OwnedSemaphorePermit>) {
+        let Delivery {
+            meta,
+            reply,
+            progress,
+            subscribers,
+        } = self;
+        let Run {
+            outcome,
+            mut report,
+            cleanup,
+        } = run;
+        trace::outcome(&meta.uid, &meta.task, &outcome);
+        let error = outcome.as_ref().err().map(|e| (e.kind(), e.to_string()));
+        let bytes_out = outcome.as_ref().map_or(0, Vec::len);
+        // Progress watchers see the end before the caller sees the result.
+        drop(progress);
+        let _ = reply.send(outcome);
+        if let Some(status) = cleanup_status(cleanup).await {
+            report.exit_status = Some(status);
+        }
+        let finished_at = SystemTime::now();
+        drop(permit);
+        trace::guest_output(&meta.uid, &meta.task, &report);
+        subscribers.publish(&TaskEvent::new(meta, error, bytes_out, report, finished_at));
+    }
+}
+
+async fn cleanup_status(cleanup: Option<BoxFuture<'static, Option<String>>>) -> Option<String> {
+    match cleanup {
+        Some(cleanup) => cleanup.await,
+        None => None,
+    }
+}
+
+#[cfg(test)]
+#[path = "owner_tests.rs"]
+mod tests;
