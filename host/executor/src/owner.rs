@@ -58,31 +58,44 @@ struct Delivery {
 
 impl Owner {
     /// Lives the task's life; returns once its event is published.
-    pub(crate) async fn run(self) {
+    pub(crate) fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
+        // An async block, not an async fn: the owner is kept once, not
+        // copied into a local beside its argument.
+        async move {
+            // Queued: wait for a slot, unless stopped first.
+            let permit = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => None,
+                // `Err`: the runner is gone, which only happens with the
+                // runtime.
+                permit = &mut self.turn => permit.ok(),
+            };
+            // The rest is boxed once it starts, so that the owners of
+            // queued tasks stay small (an allocation malloc serves from its
+            // per-thread cache).
+            Box::pin(self.live(permit)).await;
+        }
+    }
+
+    /// Running (with a slot) and finished, or finished at once when
+    /// stopped while queued (no slot).
+    async fn live(self, permit: Option<OwnedSemaphorePermit>) {
         let Owner {
             meta,
             assignment,
-            turn,
             cancel,
             shutdown,
             reply,
             progress,
             subscribers,
             backend,
+            ..
         } = self;
         let delivery = Delivery {
             meta,
             reply,
             progress,
             subscribers,
-        };
-
-        // Queued: wait for a slot, unless stopped first.
-        let permit = tokio::select! {
-            biased;
-            () = cancel.cancelled() => None,
-            // `Err`: the runner is gone, which only happens with the runtime.
-            permit = turn => permit.ok(),
         };
         let Some(permit) = permit else {
             let error = stop_reason(&cancel, &shutdown);

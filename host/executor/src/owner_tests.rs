@@ -415,3 +415,44 @@ async fn a_failed_run_is_one_event_with_its_kind() {
     );
     h.no_event().await;
 }
+
+/// Every queued task is an owner future waiting for its turn: it must stay
+/// small enough for malloc's per-thread cache (chunks up to ~1 KiB), which
+/// is why its running part is boxed only once it starts.
+#[tokio::test]
+async fn a_queued_owner_is_a_small_future() {
+    let h = harness(1);
+    let (_turn, turn) = oneshot::channel();
+    let (reply, _reply) = oneshot::channel();
+    let (progress, _progress) = tokio::sync::watch::channel(Default::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let owner = super::Owner {
+        meta: super::TaskMeta {
+            uid: "a".into(),
+            task: "t".into(),
+            module_hash: h.module.hash().into(),
+            queued_at: SystemTime::now(),
+            bytes_in: 0,
+        },
+        assignment: Assignment {
+            uid: "a".into(),
+            task: "t".into(),
+            module: h.module.clone(),
+            input: vec![],
+            limits: Limits::default(),
+            capabilities: Capabilities::default(),
+        },
+        turn,
+        cancel: cancel.child_token(),
+        shutdown: cancel,
+        reply,
+        progress,
+        subscribers: Default::default(),
+        backend: Arc::new(Scripted {
+            calls: mpsc::unbounded_channel().0,
+            closed: Default::default(),
+        }),
+    };
+    let size = std::mem::size_of_val(&owner.run());
+    assert!(size <= 800, "a queued owner takes {size} bytes");
+}

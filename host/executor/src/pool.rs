@@ -23,6 +23,10 @@ const STDERR_TAIL_BYTES: usize = 4096;
 /// (the worker's own deadline should have answered first).
 const KILL_GRACE: Duration = Duration::from_millis(500);
 
+/// Inputs up to this size are copied behind the request's head and written
+/// with it; larger ones are written on their own, straight from the request.
+const INLINE_INPUT_BYTES: usize = 64 << 10;
+
 /// What became of one task's trip to a worker.
 pub(crate) struct WorkerRun {
     pub(crate) pid: Option<u32>,
@@ -257,6 +261,13 @@ impl Pool {
             exiting: None,
         };
         let head = match request.frame_head() {
+            // A small input rides in the head's buffer: one write, one
+            // wake-up of the worker. A large one is written from the request
+            // itself, never copied.
+            Ok(mut head) if request.input.len() <= INLINE_INPUT_BYTES => {
+                head.extend_from_slice(&request.input);
+                head
+            }
             Ok(head) => head,
             Err(e) => {
                 run.reply = Err(Error::Decode {
@@ -290,7 +301,7 @@ impl Pool {
                 return Err(NoReply::Gone("stdin already closed".into()));
             };
             // A write error only means the worker died: the read says so.
-            if stdin.write_all(&head).await.is_ok() {
+            if stdin.write_all(&head).await.is_ok() && request.input.len() > INLINE_INPUT_BYTES {
                 let _ = stdin.write_all(&request.input).await;
             }
             let _ = stdin.flush().await;

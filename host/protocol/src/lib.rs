@@ -833,8 +833,10 @@ pub fn frame_body_len(header: &[u8; FRAME_HEADER_LEN], max_len: u64) -> Result<u
 /// # Errors
 /// When `head` does not encode or the body exceeds `u32::MAX` bytes.
 pub fn frame_head_with_tail<T: Serialize>(head: &T, tail: &[u8]) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; FRAME_HEADER_LEN];
-    out.extend_from_slice(&postcard::to_allocvec(head)?);
+    // Room for a typical head and a small inlined tail: one allocation.
+    let mut out = Vec::with_capacity(1024);
+    out.resize(FRAME_HEADER_LEN, 0);
+    let mut out = postcard::to_extend(head, out)?;
     let mut varint = [0u8; 10];
     let mut n = tail.len() as u64;
     let mut used = 0;
