@@ -450,3 +450,81 @@ fn closed_formula(n: u64) -> u128 {
     let n = u128::from(n);
     (n - 1) * n * (2 * n - 1) / 6
 }
+
+/// A backend from outside the crate, through the public seam: it reports
+/// progress and answers with the input reversed, or waits to be cancelled.
+struct Reverser;
+
+impl asyncer::dispatch::Backend for Reverser {
+    fn run(
+        &self,
+        task: asyncer::dispatch::Assignment,
+        context: asyncer::dispatch::RunContext,
+    ) -> asyncer::dispatch::BoxFuture<'static, asyncer::dispatch::Run> {
+        use asyncer::dispatch::Run;
+        Box::pin(async move {
+            let started = std::time::SystemTime::now();
+            if task.task == "wait" {
+                context.cancelled().await;
+                return Run::new(Err(Error::Cancelled), started);
+            }
+            context.report(asyncer::GuestMessage::Progress(asyncer::Progress {
+                done: 1,
+                total: 1,
+                message: "reversed".into(),
+            }));
+            let mut output = task.input;
+            output.reverse();
+            let mut run = Run::new(Ok(output), started);
+            run.report.pid = Some(7);
+            run
+        })
+    }
+
+    fn close(&self) -> asyncer::dispatch::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_backend_from_another_crate_runs_tasks_behind_the_same_api() {
+    let exec = Executor::builder()
+        .backend(Reverser)
+        .worker_program("/no/such/asyncer-worker") // never looked up
+        .max_processes(1)
+        .build()
+        .unwrap();
+    let module = exec
+        .load_bytes(
+            wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                  (func (export "asyncer_alloc") (param i32) (result i32) i32.const 0)
+                  (func (export "task:reverse") (param i32 i32) (result i64) i64.const 0)
+                  (func (export "task:wait") (param i32 i32) (result i64) i64.const 0))"#,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut events = exec.events();
+    let handle = exec
+        .submit_bytes(&module, "reverse", vec![1, 2, 3])
+        .unwrap();
+    let mut progress = handle.progress();
+    assert_eq!(handle.await.unwrap(), vec![3, 2, 1]);
+    assert_eq!(progress.next().await.unwrap().message, "reversed");
+    let event = events.recv().await.unwrap();
+    assert_eq!(
+        (event.pid, event.bytes_in, event.bytes_out),
+        (Some(7), 3, 3)
+    );
+
+    // Cancellation reaches the backend; the queue and slots are the
+    // executor's: a second task waits for the one slot.
+    let waiting = exec.submit_bytes(&module, "wait", vec![]).unwrap();
+    let queued = exec.submit_bytes(&module, "reverse", vec![9]).unwrap();
+    waiting.cancel();
+    assert!(matches!(waiting.await, Err(Error::Cancelled)));
+    assert_eq!(queued.await.unwrap(), vec![9]);
+    exec.shutdown(std::time::Duration::from_secs(5)).await;
+}

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::dispatch::Backend;
 use crate::executor::Settings;
 use crate::local::LocalBackend;
 use crate::locate::locate_worker;
@@ -39,9 +40,63 @@ pub struct ExecutorBuilder {
     prestart: usize,
     warm: Option<WarmOptions>,
     nice: Option<i32>,
+    backend: Option<CustomBackend>,
+}
+
+/// A backend given with [`ExecutorBuilder::backend`].
+#[derive(Clone)]
+struct CustomBackend(Arc<dyn Backend>);
+
+impl std::fmt::Debug for CustomBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomBackend")
+    }
 }
 
 impl ExecutorBuilder {
+    /// Runs tasks on `backend` instead of the local worker pool: where tasks
+    /// run changes, what [`Executor::submit`] means does not (queue, slots,
+    /// handles, cancellation, events). `max_processes` then bounds the
+    /// tasks handed to the backend at once; the worker-pool settings
+    /// (`worker_program`, `prestart`, `warm`, `worker_nice`) are not used,
+    /// and no worker program is looked up. See [`crate::dispatch`] for what a
+    /// backend must do.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer::dispatch::{Assignment, Backend, BoxFuture, Run, RunContext};
+    /// use std::time::SystemTime;
+    ///
+    /// /// Answers every task with its own input.
+    /// struct Echo;
+    /// impl Backend for Echo {
+    ///     fn run(&self, task: Assignment, _: RunContext) -> BoxFuture<'static, Run> {
+    ///         Box::pin(async move { Run::new(Ok(task.input), SystemTime::now()) })
+    ///     }
+    ///     fn close(&self) -> BoxFuture<'_, ()> {
+    ///         Box::pin(async {})
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().backend(Echo).build()?;
+    /// let wasm = wat::parse_str(
+    ///     r#"(module (memory (export "memory") 1)
+    ///          (func (export "asyncer_alloc") (param i32) (result i32) i32.const 0)
+    ///          (func (export "task:echo") (param i32 i32) (result i64) i64.const 0))"#,
+    /// ).expect("valid WAT");
+    /// let module = exec.load_bytes(wasm).await?; // validated as always
+    /// let output = exec.submit_bytes(&module, "echo", vec![1, 2, 3])?.await?;
+    /// assert_eq!(output, vec![1, 2, 3]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.backend = Some(CustomBackend(Arc::new(backend)));
+        self
+    }
+
     /// Keeps `n` idle worker processes started ahead of need (engine made,
     /// waiting for a request), so that process start-up is off a task's
     /// critical path. Each still serves exactly one task and exits. These
@@ -272,7 +327,11 @@ impl ExecutorBuilder {
         if self.warm.is_some_and(|warm| warm.max_tasks == 0) {
             return Err(invalid("WarmOptions::max_tasks must be at least 1"));
         }
-        let worker = locate_worker(self.worker.as_deref())?;
+        // No worker program is needed when tasks run elsewhere.
+        let worker = match &self.backend {
+            Some(_) => None,
+            None => Some(locate_worker(self.worker.as_deref())?),
+        };
         let temp = tempfile::Builder::new()
             .prefix("asyncer-")
             .tempdir()
@@ -287,10 +346,19 @@ impl ExecutorBuilder {
             prestart: self.prestart,
             nice,
         };
-        let compiler = Arc::new(Compiler::new(cache_dir));
-        let backend = LocalBackend::new(Pool::new(worker, work_dir, mode), compiler.clone(), temp);
+        // The compiler keeps the private directories for as long as the
+        // executor or a task that may run needs them.
+        let compiler = Arc::new(Compiler::new(cache_dir).keeping(temp));
+        let backend: Arc<dyn Backend> = match (self.backend, worker) {
+            (Some(CustomBackend(backend)), _) => backend,
+            (None, Some(worker)) => Arc::new(LocalBackend::new(
+                Pool::new(worker, work_dir, mode),
+                compiler.clone(),
+            )),
+            (None, None) => unreachable!("the worker was looked up above"),
+        };
         Ok(Executor::new(
-            Runner::start(Arc::new(backend), max_processes),
+            Runner::start(backend, max_processes),
             compiler,
             Settings {
                 max_processes,

@@ -17,19 +17,13 @@ use crate::{trace, Capabilities, Error, Limits, Module};
 /// module's artifact from the [`Compiler`].
 pub(crate) struct LocalBackend {
     pool: Arc<Pool>,
+    /// Also keeps the private cache and work directories alive.
     compiler: Arc<Compiler>,
-    /// Holds the private cache and work directories (when not caller-given)
-    /// for as long as a task may run.
-    _dirs: tempfile::TempDir,
 }
 
 impl LocalBackend {
-    pub(crate) fn new(pool: Arc<Pool>, compiler: Arc<Compiler>, dirs: tempfile::TempDir) -> Self {
-        LocalBackend {
-            pool,
-            compiler,
-            _dirs: dirs,
-        }
+    pub(crate) fn new(pool: Arc<Pool>, compiler: Arc<Compiler>) -> Self {
+        LocalBackend { pool, compiler }
     }
 }
 

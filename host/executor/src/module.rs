@@ -227,6 +227,9 @@ pub(crate) struct Compiler {
     engines: Mutex<HashMap<EngineFlavor, Engine>>,
     modules: Mutex<HashMap<String, Module>>,
     cache_dir: PathBuf,
+    /// The executor's private directories (the cache, unless caller-given,
+    /// and the workers' work directory), removed with the compiler.
+    _dirs: Option<tempfile::TempDir>,
 }
 
 impl Compiler {
@@ -235,7 +238,14 @@ impl Compiler {
             engines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             cache_dir,
+            _dirs: None,
         }
+    }
+
+    /// Keeps `dirs` for as long as this compiler lives.
+    pub(crate) fn keeping(mut self, dirs: tempfile::TempDir) -> Self {
+        self._dirs = Some(dirs);
+        self
     }
 
     fn engine(&self, flavor: EngineFlavor) -> Result<Engine, Error> {
