@@ -3,10 +3,20 @@
 
 CARGO ?= cargo
 
-.PHONY: run test setup lint bench examples fanout untrusted typed
+.PHONY: run test setup install-nats-server lint bench examples fanout untrusted typed cluster
 
 setup:
 	rustup target add wasm32-wasip1
+	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || $(MAKE) --no-print-directory install-nats-server
+
+# The cluster tests and `make cluster` start real nats-server processes:
+# Debian's package, installed as root or with password-less sudo.
+install-nats-server:
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y nats-server >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y nats-server >/dev/null 2>&1; } || \
+	  { echo "make: the cluster tests need nats-server: install Debian's package with 'apt-get install nats-server'"; exit 1; }
 
 # The seed demonstration: 8 heavy tasks through 4 worker processes, then the
 # same 8 in-process on the event loop. Pass arguments with ARGS="--n 10000000".
@@ -31,6 +41,13 @@ fanout: examples
 untrusted: examples
 	./target/release/untrusted $(or $(ARGS),--demo)
 
+# The seed example through a cluster on this machine: a nats-server and two
+# worker hosts on loopback, stopped at the end.
+cluster: setup
+	$(CARGO) build --release -p asyncer-worker
+	$(CARGO) build --release -p asyncer-cli -p asyncer-examples
+	./target/release/cluster $(ARGS)
+
 # Typed task bindings from the guest crates.
 typed: examples
 	./target/release/typed $(ARGS)
@@ -43,7 +60,7 @@ test: setup
 # The benchmark table (see README, Performance). Same lean-worker build as run.
 bench: setup
 	$(CARGO) build --release -p asyncer-worker
-	$(CARGO) build --release -p asyncer-examples
+	$(CARGO) build --release -p asyncer-cli -p asyncer-examples
 	./target/release/bench $(ARGS)
 
 lint:

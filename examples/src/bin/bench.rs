@@ -9,6 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+#[path = "../local_cluster.rs"]
+mod local_cluster;
+
 use anyhow::{Context, Result};
 use asyncer::{Executor, Limits, Module, WarmOptions};
 use clap::Parser;
@@ -42,7 +45,7 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     payload_mib: usize,
     /// Only these groups of rows, comma-separated: noop, heavy, compute,
-    /// progress, payload, ticker, memory (default: all).
+    /// progress, payload, cluster, ticker, memory (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -341,6 +344,86 @@ async fn compute_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// An executor whose tasks run on `cluster`'s worker hosts.
+async fn cluster_executor(cluster: &local_cluster::LocalCluster) -> Result<Executor> {
+    let connection =
+        asyncer_cluster::Connection::connect(asyncer_cluster::ClusterOptions::new(&cluster.url))
+            .await?;
+    Ok(Executor::builder()
+        .backend(asyncer_cluster::ClusterBackend::new(connection))
+        .max_processes(64)
+        .build()?)
+}
+
+/// 8 heavy tasks at once; seconds until all are done.
+async fn heavy_batch(exec: &Executor, n: u64) -> Result<f64> {
+    let module = exec.load(asyncer_tests::HEAVY).await?;
+    let start = Instant::now();
+    let handles = (0..8)
+        .map(|i| {
+            let input = heavy::HeavyInput {
+                uid: format!("t{i}"),
+                n,
+            };
+            exec.submit::<_, heavy::HeavyOutput>(&module, "heavy", &input)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for handle in handles {
+        handle.await?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// No-op and heavy tasks through a cluster on this machine (a nats-server
+/// and one or two worker hosts with 2 workers each), against the local
+/// fresh-process mode in the same run. On one machine the hosts share its
+/// 2 cores: the rows show the cluster's own cost per task, not scale-out.
+async fn cluster_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let tasks = (args.latency_tasks / 3).max(20);
+    let batch = (args.throughput_tasks / 4).max(50);
+    let local = executor(2, 0, false)?;
+    let local_module = local.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+    let (local_p50, _) = latency(&local, &local_module, tasks).await?;
+    let local_rate = throughput(&local, &local_module, batch).await?;
+    let local_heavy = heavy_batch(&executor(4, 0, false)?, args.heavy_n).await?;
+    for hosts in [1, 2] {
+        let cluster = local_cluster::LocalCluster::start(hosts, 2)?;
+        let exec = cluster_executor(&cluster).await?;
+        let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+        // Warm-up: the module travels to the store and the hosts once.
+        latency(&exec, &module, 5).await?;
+        let (p50, p99) = latency(&exec, &module, tasks).await?;
+        let rate = throughput(&exec, &module, batch).await?;
+        rows.push(Row {
+            what: format!(
+                "no-op task through a cluster: {hosts} host(s) x 2 workers, fresh process"
+            ),
+            value: format!("p50 {p50:.2} ms, p99 {p99:.2} ms, {rate:.0} tasks/s"),
+            baseline: format!("local fresh process: {local_p50:.2} ms, {local_rate:.0}/s"),
+            ratio: format!(
+                "{:.1}x the latency, {:.2}x the throughput",
+                p50 / local_p50,
+                rate / local_rate
+            ),
+        });
+        if hosts == 2 {
+            let secs = heavy_batch(&exec, args.heavy_n).await?;
+            rows.push(Row {
+                what: format!(
+                    "heavy seed task x8 (n = {}) through a cluster: 2 hosts x 2 workers",
+                    args.heavy_n
+                ),
+                value: format!("{secs:.3} s"),
+                baseline: format!("local, max_processes = 4: {local_heavy:.3} s"),
+                ratio: format!("{:.2}x the time", secs / local_heavy),
+            });
+        }
+        exec.shutdown(Duration::from_secs(5)).await;
+        cluster.stop();
+    }
+    Ok(())
+}
+
 /// A payload of `--payload-mib` MiB echoed through a fresh worker (raw bytes
 /// in, raw bytes out, no guest work), against copying it in memory once.
 async fn payload_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
@@ -621,6 +704,10 @@ async fn main() -> Result<()> {
             if args.wants("payload") {
                 eprintln!("payload...");
                 payload_rows(&args, &mut rows).await?;
+            }
+            if args.wants("cluster") {
+                eprintln!("cluster...");
+                cluster_rows(&args, &mut rows).await?;
             }
             if args.wants("ticker") {
                 eprintln!("event-loop responsiveness...");

@@ -39,6 +39,10 @@ struct Args {
     /// Path of the heavy guest module (built by the workspace by default).
     #[arg(long, default_value = asyncer_tests::HEAVY)]
     module: String,
+    /// Runs the `[MP]` half on a cluster's worker hosts through this NATS
+    /// server (`make cluster` starts one and two hosts).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
 }
 
 /// `sum(i*i for i < n)` by the closed formula, to check every result.
@@ -144,10 +148,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let exec = Executor::builder()
-        .max_processes(args.max_processes)
-        .build()
-        .context("starting the executor")?;
+    let mut builder = Executor::builder().max_processes(args.max_processes);
+    if let Some(url) = &args.nats {
+        let connection =
+            asyncer_cluster::Connection::connect(asyncer_cluster::ClusterOptions::new(url))
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
+        builder = builder.backend(asyncer_cluster::ClusterBackend::new(connection));
+    }
+    let exec = builder.build().context("starting the executor")?;
 
     let longest_gap = Rc::new(Cell::new(Duration::ZERO));
     let local = tokio::task::LocalSet::new();
@@ -165,6 +174,9 @@ async fn main() -> anyhow::Result<()> {
                     seen += 1;
                     if !event.is_ok() {
                         eprintln!("[MP] event: {} failed: {:?}", event.uid, event.message);
+                    }
+                    if let Some(host) = &event.host {
+                        println!("[MP] {} ran on host {host} (attempt {})", event.uid, event.attempt);
                     }
                 }
                 println!("Detected MP completion, starting run_no_mp");

@@ -18,7 +18,9 @@
 //! `decode`, `guest_error`, `guest_panic`, `trap`, `timeout`, `out_of_fuel`,
 //! `memory_limit`, `output_too_large`, `input_too_large`, `worker_crashed`,
 //! `spawn_failed`, `cache_failed`, `engine_failed`, `link_failed`,
-//! `invalid_config`, `cancelled`, `shut_down` (see `asyncer::ErrorKind`).
+//! `invalid_config`, `cancelled`, `shut_down`, `worker_lost` (see
+//! `asyncer::ErrorKind`). Through a cluster (`--nats URL`) the JSON adds
+//! `"host"` (the worker host that ran the task) and `"attempt"`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -30,6 +32,8 @@ use std::time::Duration;
 use asyncer::{Capabilities, Executor, Limits, Module, TaskOptions, TaskUpdate};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
+
+mod cluster;
 
 /// Exit code: the task failed.
 const TASK_FAILED: u8 = 1;
@@ -51,6 +55,10 @@ struct Cli {
 enum Command {
     /// Runs one task of a module in a sandboxed worker process.
     Run(RunArgs),
+    /// Serves tasks from a NATS JetStream cluster as a worker host, until
+    /// SIGTERM or SIGINT (then drains: stops pulling, lets running tasks
+    /// finish within --grace, hands back the rest, exits 0).
+    Serve(cluster::ServeArgs),
     /// Lists a module's tasks and imports, and whether it is valid.
     Inspect {
         /// The module (.wasm).
@@ -94,6 +102,8 @@ struct RunArgs {
     /// Print one JSON object instead of the raw output.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cluster: cluster::NatsArgs,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -158,6 +168,7 @@ pub fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::Serve(args) => cluster::serve(args).await,
             Command::Inspect { module, json } => inspect(module, json).await,
         }
     })
@@ -225,11 +236,16 @@ async fn run(args: RunArgs) -> ExitCode {
         capabilities = capabilities.env(key, value);
     }
 
-    let exec = match Executor::builder()
-        .max_processes(1)
-        .limits(limits.clone())
-        .build()
-    {
+    let mut builder = Executor::builder().max_processes(1).limits(limits.clone());
+    if let Some(url) = &args.cluster.nats {
+        match asyncer_cluster::Connection::connect(args.cluster.options(url)).await {
+            Ok(connection) => {
+                builder = builder.backend(asyncer_cluster::ClusterBackend::new(connection));
+            }
+            Err(e) => return usage_error(args.json, "spawn_failed", &e.to_string()),
+        }
+    }
+    let exec = match builder.build() {
         Ok(exec) => exec,
         Err(e) => return usage_error(args.json, e.kind().as_str(), &e.to_string()),
     };
@@ -263,6 +279,8 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let result = handle.await;
     let wall_ms = event.as_ref().map(|e| e.wall_time.as_secs_f64() * 1000.0);
+    let host = event.as_ref().and_then(|e| e.host.clone());
+    let attempt = event.as_ref().map(|e| e.attempt);
     let fuel = event.as_ref().and_then(|e| e.fuel_consumed);
     let peak = event.as_ref().map(|e| e.peak_memory_bytes);
     if let Some(event) = &event {
@@ -283,6 +301,8 @@ async fn run(args: RunArgs) -> ExitCode {
                     "wall_ms": wall_ms,
                     "fuel_consumed": fuel,
                     "peak_memory_bytes": peak,
+                    "host": host,
+                    "attempt": attempt,
                 }));
             } else {
                 let mut stdout = std::io::stdout().lock();
@@ -306,6 +326,8 @@ async fn run(args: RunArgs) -> ExitCode {
                     "wall_ms": wall_ms,
                     "fuel_consumed": fuel,
                     "peak_memory_bytes": peak,
+                    "host": host,
+                    "attempt": attempt,
                 }));
             } else {
                 eprintln!("asyncer: {} ({})", error, error.kind());

@@ -212,6 +212,12 @@ pub struct RunReport {
     pub stderr_dropped: u64,
     /// Bytes of log records dropped past the limit.
     pub log_dropped: u64,
+    /// The machine that ran the task, when it ran elsewhere (a cluster's
+    /// worker host).
+    pub host: Option<String>,
+    /// Which delivery of the task this was (1 locally; more than 1 when a
+    /// cluster retried it after a host died).
+    pub attempt: u32,
 }
 
 impl RunReport {
@@ -219,6 +225,7 @@ impl RunReport {
     pub fn new(started_at: SystemTime) -> Self {
         RunReport {
             started_at: Some(started_at),
+            attempt: 1,
             ..RunReport::default()
         }
     }

@@ -146,6 +146,13 @@ pub enum Error {
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
+    /// The task was delivered to worker hosts `attempts` times and every one
+    /// of them died or lost its lease before storing a result (cluster mode).
+    #[error("task lost: no worker host finished it in {attempts} attempts")]
+    WorkerLost {
+        /// How many deliveries were made.
+        attempts: u64,
+    },
     /// An executor setting is impossible (`max_processes(0)`, a niceness
     /// outside 0..=19…); refused by
     /// [`ExecutorBuilder::build`](crate::ExecutorBuilder::build).
@@ -204,6 +211,7 @@ impl Error {
             Error::Engine { .. } => ErrorKind::EngineFailed,
             Error::Link { .. } => ErrorKind::LinkFailed,
             Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            Error::WorkerLost { .. } => ErrorKind::WorkerLost,
             Error::WorkerCrashed { .. } => ErrorKind::WorkerCrashed,
             Error::SpawnFailed { .. } => ErrorKind::SpawnFailed,
             Error::Cancelled => ErrorKind::Cancelled,

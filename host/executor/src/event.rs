@@ -75,6 +75,11 @@ pub struct TaskEvent {
     pub stderr_dropped: u64,
     /// Bytes of the guest's log records dropped past the log limit.
     pub log_dropped: u64,
+    /// The worker host that ran it, in cluster mode (`None` locally).
+    pub host: Option<String>,
+    /// Which delivery it was: 1, or more when a cluster retried it after a
+    /// host died (0 if it never ran).
+    pub attempt: u32,
 }
 
 impl TaskEvent {
@@ -127,6 +132,8 @@ impl TaskEvent {
             stdout_dropped,
             stderr_dropped,
             log_dropped,
+            host,
+            attempt,
         } = report;
         let (error, message) =
             error.map_or((None, None), |(kind, message)| (Some(kind), Some(message)));
@@ -154,6 +161,8 @@ impl TaskEvent {
             stdout_dropped,
             stderr_dropped,
             log_dropped,
+            host,
+            attempt,
         }
     }
 

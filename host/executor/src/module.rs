@@ -91,6 +91,23 @@ impl Module {
         &self.inner.hash
     }
 
+    /// The module's bytes (what its hash is the SHA-256 of), for shipping
+    /// it elsewhere, e.g. to a cluster's module store.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec.load("tasks.wasm").await?;
+    /// assert_eq!(&module.bytes()[..4], b"\0asm");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bytes(&self) -> &[u8] {
+        &self.inner.bytes
+    }
+
     /// The task names it exports, sorted.
     ///
     /// # Examples

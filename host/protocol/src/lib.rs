@@ -561,7 +561,7 @@ pub struct Usage {
 /// # Examples
 /// ```
 /// use asyncer_protocol::ErrorKind;
-/// assert_eq!(ErrorKind::ALL.len(), 19);
+/// assert_eq!(ErrorKind::ALL.len(), 20);
 /// assert_eq!(ErrorKind::MemoryLimit.to_string(), "memory_limit");
 /// ```
 #[non_exhaustive]
@@ -605,11 +605,14 @@ pub enum ErrorKind {
     LinkFailed,
     /// An executor setting is impossible (refused by `build`).
     InvalidConfig,
+    /// Every host that took the task died or lost its lease, up to the
+    /// cluster's bound on deliveries.
+    WorkerLost,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::InvalidModule,
         ErrorKind::NoSuchTask,
         ErrorKind::Decode,
@@ -629,6 +632,7 @@ impl ErrorKind {
         ErrorKind::EngineFailed,
         ErrorKind::LinkFailed,
         ErrorKind::InvalidConfig,
+        ErrorKind::WorkerLost,
     ];
 
     /// The stable snake_case name, e.g. `"guest_panic"`.
@@ -659,6 +663,7 @@ impl ErrorKind {
             ErrorKind::EngineFailed => "engine_failed",
             ErrorKind::LinkFailed => "link_failed",
             ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::WorkerLost => "worker_lost",
         }
     }
 }

@@ -1,0 +1,30 @@
+//! Run asyncer tasks on many worker hosts through NATS JetStream.
+//!
+//! The submitter keeps its [`asyncer::Executor`]; a [`ClusterBackend`]
+//! behind [`ExecutorBuilder::backend`](asyncer::ExecutorBuilder::backend)
+//! puts each task on a JetStream work-queue stream and waits for its result
+//! in a key-value bucket. Worker hosts ([`serve`], `asyncer serve`) pull a
+//! task when they have a free slot, run it in their own local sandboxed
+//! workers, keep their lease with in-progress acknowledgements, store the
+//! one result, and only then acknowledge the task. Modules travel once, by
+//! hash, through a JetStream object store.
+//!
+//! Names on the server: stream `ASYNCER_TASKS` (work-queue retention,
+//! subjects `asyncer.task.<tenant>.<priority>.<uid>`), consumer
+//! `asyncer-hosts`, key-value bucket `ASYNCER_RESULTS` (key
+//! `<tenant>.<uid>`), object store `ASYNCER_MODULES` (keys `sha256-<hex>`),
+//! subjects `asyncer.evt.<tenant>.<uid>` (progress and logs) and
+//! `asyncer.cancel.<tenant>.<uid>`; uids are hex-encoded in subjects and
+//! keys.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod client;
+mod connect;
+mod host;
+mod lost;
+mod wire;
+
+pub use client::ClusterBackend;
+pub use connect::{ClusterError, ClusterOptions, Connection};
+pub use host::{serve, HostOptions};
