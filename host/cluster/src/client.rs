@@ -186,8 +186,8 @@ async fn run_remote(
                 let _ = connection.client.publish(cancel_subject(&tenant, &task.uid), "".into()).await;
                 let marker = RemoteResult::failed(RemoteFailure::new(ErrorKind::Cancelled, "cancelled"), 0);
                 let bytes = postcard::to_allocvec(&marker).expect("a result encodes");
-                // An error here means a result is already stored: it comes
-                // through the watch.
+                // An error here means a result is already stored: the next
+                // wake-up or look finds it.
                 let _ = connection.results.create(&key, bytes.into()).await;
             }
         }
