@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use asyncer::dispatch::{Assignment, Backend, BoxFuture, Run, RunContext, RunReport};
+use asyncer::dispatch::{Assignment, Backend, BoxFuture, Run, RunContext};
 use asyncer::{Error, ErrorKind, GuestMessage, Module};
 use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -156,11 +156,6 @@ async fn run_remote(
     // A look at the bucket now and then: the result may be there already,
     // or have been published while the connection was down.
     let mut look = tokio::time::interval(LOOK_EVERY);
-    let decode = |bytes: &[u8]| {
-        postcard::from_bytes::<RemoteResult>(bytes).map_err(|e| Error::Decode {
-            message: format!("unreadable result: {e}"),
-        })
-    };
     let result = loop {
         tokio::select! {
             biased;
@@ -168,16 +163,12 @@ async fn run_remote(
             // A publish on the key's subject is only a wake-up: a create the
             // bucket refused (a second result) is published too, so the
             // stored value is read back, and it is the one.
-            Some(_) = results.next() => {
-                if let Ok(Some(bytes)) = connection.results.get(&key).await {
-                    break decode(&bytes)?;
-                }
-            }
-            _ = look.tick() => {
-                if let Ok(Some(bytes)) = connection.results.get(&key).await {
-                    break decode(&bytes)?;
-                }
-            }
+            Some(_) = results.next() => if let Some(result) = stored(connection, &key).await? {
+                break result;
+            },
+            _ = look.tick() => if let Some(result) = stored(connection, &key).await? {
+                break result;
+            },
             () = context.cancelled(), if !cancel_sent => {
                 cancel_sent = true;
                 // A running host kills the task; a host that takes it later
@@ -203,6 +194,19 @@ async fn run_remote(
 /// look at once): a safety net for a result published while its
 /// connection was down.
 const LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// The task's stored result, if the bucket has one (and answers).
+async fn stored(connection: &Connection, key: &str) -> Result<Option<RemoteResult>, Error> {
+    match connection.results.get(key).await {
+        Ok(Some(bytes)) => postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Decode {
+                message: format!("unreadable result: {e}"),
+            }),
+        // Not stored yet, or the server is away: the next wake-up or look.
+        Ok(None) | Err(_) => Ok(None),
+    }
+}
 
 /// Hands a host's progress or log record to the task's owner.
 fn report(context: &RunContext, payload: &[u8]) {
@@ -243,7 +247,8 @@ fn into_run(result: RemoteResult, module: &Module) -> Run {
         .outcome
         .map(serde_bytes::ByteBuf::into_vec)
         .map_err(|failure| failure.into_error(module.tasks()));
-    let mut report = RunReport::new(started_at.unwrap_or_else(SystemTime::now));
+    let mut run = Run::new(outcome, started_at.unwrap_or_else(SystemTime::now));
+    let report = &mut run.report;
     report.started_at = started_at;
     report.pid = result.pid;
     report.exit_status = result.exit_status;
@@ -257,7 +262,5 @@ fn into_run(result: RemoteResult, module: &Module) -> Run {
     report.log_dropped = result.log_dropped;
     report.host = (!result.host.is_empty()).then_some(result.host);
     report.attempt = result.attempt;
-    let mut run = Run::new(outcome, SystemTime::now());
-    run.report = report;
     run
 }

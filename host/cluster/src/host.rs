@@ -228,7 +228,7 @@ async fn run_task(state: &HostState, message: Message) {
     let attempt = message
         .info()
         .map_or(1, |info| info.delivered.max(1) as u32);
-    let task: RemoteTask = match postcard::from_bytes(&message.payload) {
+    let mut task: RemoteTask = match postcard::from_bytes(&message.payload) {
         Ok(task) => task,
         Err(e) => {
             tracing::warn!("unreadable task on {}: {e}", message.subject);
@@ -245,7 +245,8 @@ async fn run_task(state: &HostState, message: Message) {
         let _ = message.ack().await;
         return;
     }
-    let result = match execute(state, &message, &task, attempt, &lease).await {
+    let input = std::mem::take(&mut task.input);
+    let result = match execute(state, &message, &task, input, attempt, &lease).await {
         Some(result) => result,
         // The lease was lost or the task handed back: no result, no ack.
         None => return,
@@ -301,6 +302,7 @@ async fn execute(
     state: &HostState,
     message: &Message,
     task: &RemoteTask,
+    input: Vec<u8>,
     attempt: u32,
     lease: &Lease,
 ) -> Option<RemoteResult> {
@@ -336,14 +338,13 @@ async fn execute(
         .uid(task.uid.clone())
         .limits(task.limits.to_limits())
         .capabilities(capabilities);
-    let mut handle =
-        match state
-            .exec
-            .submit_bytes_with(&module, &task.task, task.input.clone(), options)
-        {
-            Ok(handle) => handle,
-            Err(error) => return Some(failed(&error)),
-        };
+    let mut handle = match state
+        .exec
+        .submit_bytes_with(&module, &task.task, input, options)
+    {
+        Ok(handle) => handle,
+        Err(error) => return Some(failed(&error)),
+    };
     let events = event_subject(&task.tenant, &task.uid);
     let mut lease_lost = false;
     let mut handed_back = false;
@@ -405,10 +406,13 @@ async fn execute(
         .ok()
         .flatten(),
     };
-    let mut result = failed(&Error::Cancelled);
-    result.outcome = outcome
-        .map(serde_bytes::ByteBuf::from)
-        .map_err(|error| RemoteFailure::from_error(&error));
+    let mut result = RemoteResult::new(
+        outcome
+            .map(serde_bytes::ByteBuf::from)
+            .map_err(|error| RemoteFailure::from_error(&error)),
+        attempt,
+    );
+    result.host = state.options.name.clone();
     if let Some(event) = event {
         result.pid = event.pid;
         result.exit_status = event.exit_status.clone();

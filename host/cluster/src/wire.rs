@@ -181,8 +181,13 @@ pub(crate) struct RemoteResult {
 impl RemoteResult {
     /// A result that no host produced (cancelled while queued, lost).
     pub(crate) fn failed(failure: RemoteFailure, attempt: u32) -> Self {
+        RemoteResult::new(Err(failure), attempt)
+    }
+
+    /// A result with this outcome and nothing else known yet.
+    pub(crate) fn new(outcome: Result<serde_bytes::ByteBuf, RemoteFailure>, attempt: u32) -> Self {
         RemoteResult {
-            outcome: Err(failure),
+            outcome,
             host: String::new(),
             attempt,
             pid: None,

@@ -260,11 +260,12 @@ impl Pool {
             reply: Err(Error::Cancelled),
             exiting: None,
         };
+        let inline = request.input.len() <= INLINE_INPUT_BYTES;
         let head = match request.frame_head() {
             // A small input rides in the head's buffer: one write, one
             // wake-up of the worker. A large one is written from the request
             // itself, never copied.
-            Ok(mut head) if request.input.len() <= INLINE_INPUT_BYTES => {
+            Ok(mut head) if inline => {
                 head.extend_from_slice(&request.input);
                 head
             }
@@ -301,7 +302,7 @@ impl Pool {
                 return Err(NoReply::Gone("stdin already closed".into()));
             };
             // A write error only means the worker died: the read says so.
-            if stdin.write_all(&head).await.is_ok() && request.input.len() > INLINE_INPUT_BYTES {
+            if stdin.write_all(&head).await.is_ok() && !inline {
                 let _ = stdin.write_all(&request.input).await;
             }
             let _ = stdin.flush().await;
