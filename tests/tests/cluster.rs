@@ -850,3 +850,38 @@ async fn a_draining_host_hands_back_what_outlives_its_grace_and_a_queued_task_ca
     exec.shutdown(Duration::from_secs(5)).await;
     drop(other);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_runs_only_the_modules_its_operator_approved() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = Server::start();
+    let (exec, connection) = client(&server).await;
+    let module = faults(&exec).await;
+    let heavy = exec.load(asyncer_tests::HEAVY).await.expect("heavy loads");
+    let approved = tempfile::tempdir().unwrap();
+    let list = approved.path().join("approved.txt");
+    std::fs::write(&list, format!("{}\n", heavy.hash())).unwrap();
+    let _host = host_at(
+        &server.url(),
+        "strict",
+        &["--allow-module-hashes", list.to_str().unwrap()],
+    );
+    // The submitter may run faults; this host may not.
+    let err = within(
+        30,
+        exec.submit::<_, u64>(&module, "add", &Pair { a: 1, b: 2 })
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::ModuleNotAllowed { hash } if hash == module.hash()),
+        "{err}"
+    );
+    let sum: u128 = within(30, exec.submit(&heavy, "sum_squares", &10u64).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(sum, 285);
+    assert_queue_drains(&connection).await;
+    exec.shutdown(Duration::from_secs(5)).await;
+}

@@ -333,42 +333,55 @@ async fn workers_run_hardened_with_three_fds_and_no_core_dumps() {
     let pid = wait_for_children(1).await[0];
     // Give the worker time to start and harden itself.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Nothing inherited from the host: the three pipes, and the artifact the
-    // worker itself mapped.
-    let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let fd = e.file_name().to_string_lossy().parse().unwrap();
-            let target = std::fs::read_link(e.path()).unwrap_or_default();
-            (fd, target.display().to_string())
-        })
-        .collect();
-    fds.sort();
-    for (fd, target) in &fds {
-        match fd {
-            0..=2 => assert!(target.starts_with("pipe:"), "fd {fd} -> {target}"),
-            _ => assert!(target.ends_with(".cwasm"), "unexpected fd {fd} -> {target}"),
+    // The worker the host started, and the one it forked into a new PID
+    // namespace to run the task (its sandbox), are both checked.
+    let task_runner = common::children_of(pid);
+    assert_eq!(
+        task_runner.len(),
+        1,
+        "the worker runs its task in one child"
+    );
+    for pid in [pid, task_runner[0]] {
+        // Nothing inherited from the host: the three pipes, and what the
+        // worker itself opened: its artifact, its `/proc/self/statm`.
+        let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let fd = e.file_name().to_string_lossy().parse().unwrap();
+                let target = std::fs::read_link(e.path()).unwrap_or_default();
+                (fd, target.display().to_string())
+            })
+            .collect();
+        fds.sort();
+        for (fd, target) in &fds {
+            match fd {
+                0..=2 => assert!(target.starts_with("pipe:"), "fd {fd} -> {target}"),
+                _ => assert!(
+                    target.ends_with(".cwasm") || target.ends_with("/statm"),
+                    "unexpected fd {fd} -> {target}"
+                ),
+            }
         }
+        assert!(fds.len() <= 5, "{fds:?}");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap();
+        assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(environ.is_empty(), "the worker's environment is empty");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let nice = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(16)
+            .unwrap();
+        assert_eq!(nice, "10", "workers run at niceness 10");
     }
-    assert!(fds.len() <= 4, "{fds:?}");
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let core = limits
-        .lines()
-        .find(|l| l.starts_with("Max core file size"))
-        .unwrap();
-    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    assert!(environ.is_empty(), "the worker's environment is empty");
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let nice = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(16)
-        .unwrap();
-    assert_eq!(nice, "10", "workers run at niceness 10");
     handle.cancel();
     let _ = handle.await;
     assert_no_children_left().await;

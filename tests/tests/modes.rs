@@ -122,7 +122,7 @@ async fn warm_workers_are_replaced_after_kills_and_their_task_budget() {
         .unwrap()
         .await
         .unwrap_err();
-    assert!(err.is_timeout());
+    assert!(err.is_timeout(), "{err}");
     let _: u64 = exec
         .submit(&module, "add", &Pair { a: 1, b: 1 })
         .unwrap()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod local_cluster;
 
 use anyhow::{Context, Result};
-use asyncer::{Executor, Limits, Module, WarmOptions};
+use asyncer::{Executor, Limits, Module, SandboxSettings, WarmOptions};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -44,8 +44,8 @@ struct Args {
     /// Size of the payload echoed through a worker, in MiB.
     #[arg(long, default_value_t = 16)]
     payload_mib: usize,
-    /// Only these groups of rows, comma-separated: noop, heavy, compute,
-    /// progress, payload, cluster, ticker, memory (default: all).
+    /// Only these groups of rows, comma-separated: noop, sandbox, heavy,
+    /// compute, progress, payload, cluster, ticker, memory (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -259,6 +259,51 @@ async fn noop_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             value: format!("p50 {p50:.2} ms, p99 {p99:.2} ms, {tput:.0} tasks/s"),
             baseline,
             ratio,
+        });
+    }
+    Ok(())
+}
+
+/// The worker's own sandbox on and off, the runs of each interleaved in
+/// the same run: no-op p50 latency and throughput, fresh and warm.
+async fn sandbox_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    for (label, warm) in [("fresh process per task", false), ("warm mode", true)] {
+        let mut on = (Vec::new(), Vec::new());
+        let mut off = (Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            for (settings, into) in [
+                (SandboxSettings::default(), &mut on),
+                (SandboxSettings::none(), &mut off),
+            ] {
+                let mut builder = Executor::builder().max_processes(2).sandbox(settings);
+                if warm {
+                    builder = builder.warm(WarmOptions::default());
+                }
+                let exec = builder.build()?;
+                let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+                exec.submit::<_, ()>(&module, "noop", &())?.await?;
+                let (p50, _) = latency(&exec, &module, args.latency_tasks).await?;
+                let tasks = if warm {
+                    args.throughput_tasks * 10
+                } else {
+                    args.throughput_tasks
+                };
+                into.0.push(p50);
+                into.1.push(throughput(&exec, &module, tasks).await?);
+                exec.shutdown(Duration::from_secs(5)).await;
+            }
+        }
+        let (on_p50, on_tput) = (median(on.0), median(on.1));
+        let (off_p50, off_tput) = (median(off.0), median(off.1));
+        rows.push(Row {
+            what: format!("no-op task, {label}, every sandbox layer on (max_processes = 2)"),
+            value: format!("p50 {on_p50:.2} ms, {on_tput:.0} tasks/s"),
+            baseline: format!("layers off: p50 {off_p50:.2} ms, {off_tput:.0} tasks/s"),
+            ratio: format!(
+                "p50 {:+.1}%, throughput {:+.1}%",
+                (on_p50 / off_p50 - 1.0) * 100.0,
+                (on_tput / off_tput - 1.0) * 100.0
+            ),
         });
     }
     Ok(())
@@ -688,6 +733,10 @@ async fn main() -> Result<()> {
             if args.wants("noop") {
                 eprintln!("no-op latency and throughput...");
                 noop_rows(&args, &mut rows).await?;
+            }
+            if args.wants("sandbox") {
+                eprintln!("the worker's own sandbox, on and off...");
+                sandbox_rows(&args, &mut rows).await?;
             }
             if args.wants("heavy") {
                 eprintln!("heavy tasks...");

@@ -100,6 +100,11 @@ pub(crate) struct ServeArgs {
     /// Lets remote tasks set environment variables for their guest.
     #[arg(long)]
     pub(crate) allow_remote_env: bool,
+    /// This host runs only approved modules (`--allow-module-hashes FILE`,
+    /// `--allow-module-hash HEX`): a task with any other ends in
+    /// `module_not_allowed`, and its module is not even fetched.
+    #[command(flatten)]
+    pub(crate) guard: crate::GuardArgs,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -107,7 +112,13 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("asyncer serve: --nats URL is required");
         return ExitCode::from(crate::BAD_USAGE);
     };
-    let mut builder = Executor::builder();
+    let mut builder = match args.guard.apply(Executor::builder()) {
+        Ok(builder) => builder,
+        Err(e) => {
+            eprintln!("asyncer serve: {e}");
+            return ExitCode::from(crate::BAD_USAGE);
+        }
+    };
     if let Some(n) = args.max_processes {
         builder = builder.max_processes(n);
     }

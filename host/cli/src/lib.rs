@@ -5,8 +5,18 @@
 //! asyncer run MODULE.wasm TASK [--input FILE | --input-hex HEX] [--timeout 2s]
 //!             [--fuel N] [--memory 64MiB] [--allow-dir HOST[:GUEST]]
 //!             [--allow-dir-rw HOST[:GUEST]] [--env K=V] [--json]
+//!             [--allow-module-hash HEX]... [--allow-module-hashes FILE]
+//!             [--sandbox-off LAYER[,LAYER]]
 //! asyncer inspect MODULE.wasm [--json]
+//! asyncer inspect --sandbox [--json]
 //! ```
+//!
+//! With `--allow-module-hash` or `--allow-module-hashes` (a file of hex
+//! SHA-256 hashes, one a line, `#` comments), a module not on the list is
+//! refused before it is compiled: exit code 2, kind `module_not_allowed`.
+//! `inspect --sandbox` prints each layer of the worker process's own sandbox
+//! (`seccomp`, `landlock`, `namespaces`, `rlimits`) and whether it is active
+//! on this machine; `--sandbox-off` turns layers off (debugging only).
 //!
 //! `run` prints the task's raw output bytes (the postcard output, without the
 //! envelope byte), or with `--json` one JSON object
@@ -18,7 +28,8 @@
 //! `decode`, `guest_error`, `guest_panic`, `trap`, `timeout`, `out_of_fuel`,
 //! `memory_limit`, `output_too_large`, `input_too_large`, `worker_crashed`,
 //! `spawn_failed`, `cache_failed`, `engine_failed`, `link_failed`,
-//! `invalid_config`, `cancelled`, `shut_down`, `worker_lost` (see
+//! `invalid_config`, `cancelled`, `shut_down`, `worker_lost`,
+//! `module_not_allowed` (see
 //! `asyncer::ErrorKind`). Through a cluster (`--nats URL`) the JSON adds
 //! `"host"` (the worker host that ran the task) and `"attempt"`.
 #![forbid(unsafe_code)]
@@ -29,7 +40,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use asyncer::{Capabilities, Executor, Limits, Module, TaskOptions, TaskUpdate};
+use asyncer::{
+    Capabilities, Executor, ExecutorBuilder, LayerState, Limits, Module, SandboxSettings,
+    TaskOptions, TaskUpdate,
+};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
@@ -59,14 +73,73 @@ enum Command {
     /// SIGTERM or SIGINT (then drains: stops pulling, lets running tasks
     /// finish within --grace, hands back the rest, exits 0).
     Serve(cluster::ServeArgs),
-    /// Lists a module's tasks and imports, and whether it is valid.
+    /// Lists a module's tasks and imports, and whether it is valid; or,
+    /// with --sandbox, how the worker processes' own sandbox stands here.
     Inspect {
         /// The module (.wasm).
-        module: PathBuf,
+        #[arg(required_unless_present = "sandbox")]
+        module: Option<PathBuf>,
+        /// Report each layer of the worker processes' own sandbox (seccomp,
+        /// landlock, namespaces, rlimits) and whether it is active here.
+        #[arg(long, conflicts_with = "module")]
+        sandbox: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        guard: GuardArgs,
     },
+}
+
+/// Which code may run, and the worker processes' own sandbox.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct GuardArgs {
+    /// Runs only modules with this hash (hex SHA-256 of the module bytes,
+    /// as `inspect` shows it); repeatable.
+    #[arg(long, value_name = "HEX")]
+    pub(crate) allow_module_hash: Vec<String>,
+    /// Runs only modules whose hash is listed in FILE (one hex hash a line;
+    /// blank lines and `#` comments are skipped).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) allow_module_hashes: Option<PathBuf>,
+    /// Turns layers of the worker processes' own sandbox off (seccomp,
+    /// landlock, namespaces, rlimits; comma-separated or repeated). For
+    /// debugging only: every layer is on by default.
+    #[arg(long, value_name = "LAYER", value_delimiter = ',')]
+    pub(crate) sandbox_off: Vec<asyncer::SandboxLayer>,
+}
+
+impl GuardArgs {
+    /// `builder` with the allow-list and sandbox settings applied.
+    ///
+    /// # Errors
+    /// The allow-list file cannot be read.
+    pub(crate) fn apply(&self, builder: ExecutorBuilder) -> Result<ExecutorBuilder, String> {
+        let mut builder = builder.sandbox(
+            self.sandbox_off
+                .iter()
+                .fold(SandboxSettings::default(), |settings, layer| {
+                    settings.without(*layer)
+                }),
+        );
+        if !self.allow_module_hash.is_empty() {
+            builder = builder.allow_modules(&self.allow_module_hash);
+        }
+        if let Some(path) = &self.allow_module_hashes {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            builder = builder.allow_modules(hashes_in(&text));
+        }
+        Ok(builder)
+    }
+}
+
+/// The hashes in an allow-list file: one a line, `#` starts a comment.
+fn hashes_in(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+        .collect()
 }
 
 #[derive(clap::Args)]
@@ -104,6 +177,8 @@ struct RunArgs {
     json: bool,
     #[command(flatten)]
     cluster: cluster::NatsArgs,
+    #[command(flatten)]
+    guard: GuardArgs,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -169,7 +244,21 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Serve(args) => cluster::serve(args).await,
-            Command::Inspect { module, json } => inspect(module, json).await,
+            Command::Inspect {
+                sandbox: true,
+                json,
+                guard,
+                ..
+            } => inspect_sandbox(&guard, json).await,
+            Command::Inspect {
+                module: Some(module),
+                json,
+                guard,
+                ..
+            } => inspect(module, &guard, json).await,
+            Command::Inspect { json, .. } => {
+                usage_error(json, "invalid_config", "inspect needs MODULE or --sandbox")
+            }
         }
     })
 }
@@ -236,7 +325,11 @@ async fn run(args: RunArgs) -> ExitCode {
         capabilities = capabilities.env(key, value);
     }
 
-    let mut builder = Executor::builder().max_processes(1).limits(limits.clone());
+    let builder = Executor::builder().max_processes(1).limits(limits.clone());
+    let mut builder = match args.guard.apply(builder) {
+        Ok(builder) => builder,
+        Err(e) => return usage_error(args.json, "invalid_config", &e),
+    };
     if let Some(url) = &args.cluster.nats {
         match asyncer_cluster::Connection::connect(args.cluster.options(url)).await {
             Ok(connection) => {
@@ -337,10 +430,51 @@ async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn inspect(path: PathBuf, json: bool) -> ExitCode {
-    let exec = match Executor::builder().max_processes(1).build() {
+/// An executor of one process with `guard` applied, or the usage error.
+fn one_process(guard: &GuardArgs, json: bool) -> Result<Executor, ExitCode> {
+    guard
+        .apply(Executor::builder().max_processes(1))
+        .map_err(|e| usage_error(json, "invalid_config", &e))?
+        .build()
+        .map_err(|e| usage_error(json, e.kind().as_str(), &e.to_string()))
+}
+
+async fn inspect_sandbox(guard: &GuardArgs, json: bool) -> ExitCode {
+    let exec = match one_process(guard, json) {
         Ok(exec) => exec,
+        Err(code) => return code,
+    };
+    let status = match exec.sandbox_status().await {
+        Ok(status) => status,
         Err(e) => return usage_error(json, e.kind().as_str(), &e.to_string()),
+    };
+    if json {
+        let layers: serde_json::Map<String, Value> = status
+            .layers()
+            .map(|(layer, state)| {
+                let (name, detail) = match state {
+                    LayerState::Active => ("active", None),
+                    LayerState::Partial(why) => ("partial", Some(why)),
+                    LayerState::Off => ("off", None),
+                    LayerState::Unavailable(why) => ("unavailable", Some(why)),
+                };
+                (
+                    layer.to_string(),
+                    json!({"active": state.is_active(), "state": name, "detail": detail}),
+                )
+            })
+            .collect();
+        print_json(&json!({ "sandbox": layers }));
+    } else {
+        print!("{status}");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn inspect(path: PathBuf, guard: &GuardArgs, json: bool) -> ExitCode {
+    let exec = match one_process(guard, json) {
+        Ok(exec) => exec,
+        Err(code) => return code,
     };
     match exec.load(&path).await {
         Ok(module) => {
@@ -391,6 +525,12 @@ mod tests {
         assert_eq!(encode_hex(&[0, 255, 42]), "00ff2a");
         assert!(decode_hex("abc").is_err());
         assert!(decode_hex("zz").is_err());
+    }
+
+    #[test]
+    fn allow_list_files_skip_comments_and_blank_lines() {
+        let text = "# approved\n\n  ab12  # the digest task\nCD34\n";
+        assert_eq!(hashes_in(text), vec!["ab12", "CD34"]);
     }
 
     #[test]

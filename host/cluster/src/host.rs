@@ -512,6 +512,13 @@ enum Fetch {
 /// module store, checked against its hash, and loaded (precompiled) once.
 async fn module(state: &HostState, hash: &str) -> Result<Module, Fetch> {
     use async_nats::jetstream::object_store::GetErrorKind;
+    // This host's operator decides which code runs here: an unapproved
+    // module is not even fetched.
+    if !state.exec.allows_module(hash) {
+        return Err(Fetch::Final(Error::ModuleNotAllowed {
+            hash: hash.to_owned(),
+        }));
+    }
     let mut modules = state.modules.lock().await;
     if let Some(module) = modules.get(hash) {
         return Ok(module.clone());

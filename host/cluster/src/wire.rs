@@ -252,6 +252,7 @@ impl RemoteFailure {
                 failure.message = stderr_tail.clone();
             }
             Error::WorkerLost { attempts } => failure.attempts = Some(*attempts),
+            Error::ModuleNotAllowed { hash } => failure.message = hash.clone(),
             _ => {}
         }
         failure
@@ -294,6 +295,7 @@ impl RemoteFailure {
                 task: message,
                 available: tasks.to_vec(),
             },
+            ErrorKind::ModuleNotAllowed => Error::ModuleNotAllowed { hash: message },
             ErrorKind::Cancelled => Error::Cancelled,
             ErrorKind::ShutDown => Error::ShutDown,
             _ => Error::Trap {

@@ -11,7 +11,7 @@ use crate::locate::locate_worker;
 use crate::module::Compiler;
 use crate::pool::{Pool, PoolMode, WarmOptions};
 use crate::runner::Runner;
-use crate::{Capabilities, Error, Executor, Limits};
+use crate::{Capabilities, Error, Executor, Limits, SandboxSettings};
 
 /// Configures an [`Executor`]; made by [`Executor::builder`].
 ///
@@ -41,6 +41,8 @@ pub struct ExecutorBuilder {
     warm: Option<WarmOptions>,
     nice: Option<i32>,
     backend: Option<CustomBackend>,
+    sandbox: SandboxSettings,
+    allowed_modules: Option<Vec<String>>,
 }
 
 /// A backend given with [`ExecutorBuilder::backend`].
@@ -287,6 +289,58 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Which layers of each worker process's own sandbox to apply (Linux):
+    /// every one by default, and it should stay so. Turning a layer off is
+    /// for debugging and for kernels that break it; a layer this machine
+    /// lacks is skipped and logged once whatever the settings say (see
+    /// [`Executor::sandbox_status`]).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Executor, SandboxLayer, SandboxSettings};
+    /// // Debugging a guest under strace, which seccomp would stop.
+    /// let exec = Executor::builder()
+    ///     .sandbox(SandboxSettings::default().without(SandboxLayer::Seccomp))
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sandbox(mut self, settings: SandboxSettings) -> Self {
+        self.sandbox = settings;
+        self
+    }
+
+    /// Runs only modules whose hash (hex SHA-256 of the module bytes, as
+    /// [`Module::hash`](crate::Module::hash) shows) is in `hashes`: loading
+    /// any other fails with [`Error::ModuleNotAllowed`] before anything is
+    /// compiled or spawned. Without it, every valid module loads. Calls add
+    /// to the list.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let approved = "70878a3881ce48851de2f2fa58dab4fbce839b78eb6b87c4d81b561a24b9c30a";
+    /// let exec = asyncer::Executor::builder().allow_modules([approved]).build()?;
+    /// match exec.load("uploaded.wasm").await {
+    ///     Err(asyncer::Error::ModuleNotAllowed { hash, .. }) => println!("refused {hash}"),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn allow_modules<S: AsRef<str>>(mut self, hashes: impl IntoIterator<Item = S>) -> Self {
+        self.allowed_modules.get_or_insert_with(Vec::new).extend(
+            hashes
+                .into_iter()
+                .map(|h| h.as_ref().trim().to_ascii_lowercase()),
+        );
+        self
+    }
+
     /// Checks the settings, finds the worker program, and starts the
     /// executor's runner on the current tokio runtime.
     ///
@@ -306,7 +360,8 @@ impl ExecutorBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an impossible setting (`max_processes`
-    /// of 0, a niceness outside 0..=19, warm workers serving 0 tasks),
+    /// of 0, a niceness outside 0..=19, warm workers serving 0 tasks, an
+    /// allowed module hash that is not 64 hex digits),
     /// [`Error::SpawnFailed`] when the worker program cannot be found,
     /// [`Error::Cache`] when the cache or work directory cannot be made.
     ///
@@ -327,6 +382,16 @@ impl ExecutorBuilder {
         if self.warm.is_some_and(|warm| warm.max_tasks == 0) {
             return Err(invalid("WarmOptions::max_tasks must be at least 1"));
         }
+        if let Some(bad) = self
+            .allowed_modules
+            .iter()
+            .flatten()
+            .find(|hash| hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(invalid(format!(
+                "`{bad}` is not a module hash (64 hex digits of SHA-256)"
+            )));
+        }
         // No worker program is needed when tasks run elsewhere.
         let worker = match &self.backend {
             Some(_) => None,
@@ -345,16 +410,21 @@ impl ExecutorBuilder {
             warm: self.warm,
             prestart: self.prestart,
             nice,
+            sandbox: self.sandbox,
+            max_idle: max_processes,
         };
         // The compiler keeps the private directories for as long as the
         // executor or a task that may run needs them.
-        let compiler = Arc::new(Compiler::new(cache_dir).keeping(temp));
-        let backend: Arc<dyn Backend> = match (self.backend, worker) {
+        let compiler = Arc::new(
+            Compiler::new(cache_dir).keeping(temp).allowing(
+                self.allowed_modules
+                    .map(|hashes| hashes.into_iter().collect()),
+            ),
+        );
+        let pool = worker.map(|worker| Pool::new(worker, work_dir, mode));
+        let backend: Arc<dyn Backend> = match (self.backend, &pool) {
             (Some(CustomBackend(backend)), _) => backend,
-            (None, Some(worker)) => Arc::new(LocalBackend::new(
-                Pool::new(worker, work_dir, mode),
-                compiler.clone(),
-            )),
+            (None, Some(pool)) => Arc::new(LocalBackend::new(pool.clone(), compiler.clone())),
             (None, None) => unreachable!("the worker was looked up above"),
         };
         Ok(Executor::new(
@@ -365,6 +435,7 @@ impl ExecutorBuilder {
                 mode,
                 limits: self.limits,
                 capabilities: self.capabilities,
+                pool,
             },
         ))
     }

@@ -53,6 +53,14 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// The module's hash is not on the executor's allow-list
+    /// ([`ExecutorBuilder::allow_modules`](crate::ExecutorBuilder::allow_modules)),
+    /// or, in a cluster, on the worker host's.
+    #[error("module {hash} is not on the allow-list of approved modules")]
+    ModuleNotAllowed {
+        /// The module's hash (hex SHA-256 of its bytes).
+        hash: String,
+    },
     /// The module exports no `task:NAME` for this name.
     #[error("module has no task `{task}` (it has: {})", available.join(", "))]
     NoSuchTask {
@@ -197,6 +205,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::ModuleNotFound { .. } | Error::InvalidModule { .. } => ErrorKind::InvalidModule,
+            Error::ModuleNotAllowed { .. } => ErrorKind::ModuleNotAllowed,
             Error::NoSuchTask { .. } => ErrorKind::NoSuchTask,
             Error::Decode { .. } => ErrorKind::Decode,
             Error::Guest { .. } => ErrorKind::GuestError,
@@ -289,6 +298,13 @@ impl Error {
                 available: context.tasks.to_vec(),
             },
             ErrorKind::Decode => Error::Decode { message },
+            ErrorKind::ModuleNotAllowed => Error::ModuleNotAllowed {
+                // The hash the message names (a host's refusal), else all of it.
+                hash: message
+                    .split(|c: char| !c.is_ascii_hexdigit())
+                    .find(|word| word.len() == 64)
+                    .map_or_else(|| message.clone(), str::to_owned),
+            },
             ErrorKind::GuestError => Error::Guest { message },
             ErrorKind::GuestPanic => Error::GuestPanic { message },
             ErrorKind::Timeout => Error::Timeout {

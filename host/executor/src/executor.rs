@@ -17,7 +17,7 @@ use crate::event::{EventStream, UpdateStream};
 use crate::handle::{decode_postcard, raw, TaskHandle};
 use crate::local::{blocking, run_in_process};
 use crate::module::{Compiler, Module};
-use crate::pool::PoolMode;
+use crate::pool::{Pool, PoolMode};
 use crate::runner::Runner;
 use crate::{Capabilities, Error, ExecutorBuilder, Limits, TaskOptions};
 
@@ -58,6 +58,8 @@ pub(crate) struct Settings {
     pub(crate) mode: PoolMode,
     pub(crate) limits: Limits,
     pub(crate) capabilities: Capabilities,
+    /// The local worker pool (`None` with another backend).
+    pub(crate) pool: Option<Arc<Pool>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -130,12 +132,64 @@ impl Executor {
     /// # Errors
     /// [`Error::ModuleNotFound`] when the file cannot be read,
     /// [`Error::InvalidModule`] when it is not valid wasm or breaks the guest
-    /// ABI (imports other than WASI, missing exports, wrong task signatures).
+    /// ABI (imports other than WASI, missing exports, wrong task signatures),
+    /// [`Error::ModuleNotAllowed`] when the executor has an allow-list of
+    /// module hashes without this one's.
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<Module, Error> {
         let path = path.as_ref().to_owned();
         let compiler = self.inner.compiler.clone();
         let flavor = self.inner.settings.limits.flavor();
         blocking(move || compiler.load_path(&path, flavor)).await
+    }
+
+    /// How each layer of the worker processes' own sandbox stands on this
+    /// machine: a worker is started with the executor's settings, locks
+    /// itself down with nothing granted, and reports (no task runs).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let exec = asyncer::Executor::builder().build()?;
+    /// let status = exec.sandbox_status().await?;
+    /// for (layer, state) in status.layers() {
+    ///     println!("{layer}: {state}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when tasks run on another backend (its hosts
+    /// have sandboxes of their own), [`Error::SpawnFailed`] or
+    /// [`Error::WorkerCrashed`] when the worker cannot be started or dies.
+    pub async fn sandbox_status(&self) -> Result<crate::SandboxStatus, Error> {
+        match &self.inner.settings.pool {
+            Some(pool) => pool.probe_sandbox().await,
+            None => Err(Error::InvalidConfig {
+                message: "tasks run on another backend, whose hosts have their own sandboxes"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Whether a module with this hash (hex SHA-256 of its bytes) may load:
+    /// always, unless the executor was given an allow-list
+    /// ([`ExecutorBuilder::allow_modules`]).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// let approved = "70878a3881ce48851de2f2fa58dab4fbce839b78eb6b87c4d81b561a24b9c30a";
+    /// let exec = asyncer::Executor::builder().allow_modules([approved]).build()?;
+    /// assert!(exec.allows_module(approved));
+    /// assert!(!exec.allows_module(&"0".repeat(64)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn allows_module(&self, hash: &str) -> bool {
+        self.inner.compiler.allows(hash)
     }
 
     /// Like [`Executor::load`], from bytes in memory.

@@ -64,7 +64,10 @@ mod pool;
 mod runner;
 mod trace;
 
-pub use asyncer_protocol::{GuestMessage, LogLevel, LogRecord, Progress, TaskRef};
+pub use asyncer_protocol::{
+    GuestMessage, LayerState, LogLevel, LogRecord, Progress, SandboxLayer, SandboxSettings,
+    SandboxStatus, TaskRef,
+};
 pub use builder::{ExecutorBuilder, TaskOptions};
 pub use capabilities::{Capabilities, DirGrant};
 pub use error::{Error, ErrorKind};

@@ -87,6 +87,8 @@ fn into_run(run: WorkerRun, limits: &Limits, module: &Module, artifact: &Path) -
                 stdout_dropped,
                 stderr_dropped,
                 log_dropped,
+                // The pool has looked at it (a missing layer is logged once).
+                sandbox: _,
             } = reply;
             let outcome = outcome.map_err(|failure| {
                 Error::from_failure(

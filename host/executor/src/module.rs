@@ -247,6 +247,8 @@ pub(crate) struct Compiler {
     /// The executor's private directories (the cache, unless caller-given,
     /// and the workers' work directory), removed with the compiler.
     _dirs: Option<tempfile::TempDir>,
+    /// The hashes of the only modules that may load, when there is a list.
+    allowed: Option<std::collections::HashSet<String>>,
 }
 
 impl Compiler {
@@ -256,7 +258,21 @@ impl Compiler {
             modules: Mutex::new(HashMap::new()),
             cache_dir,
             _dirs: None,
+            allowed: None,
         }
+    }
+
+    /// Whether a module with `hash` may load.
+    pub(crate) fn allows(&self, hash: &str) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(&hash.to_ascii_lowercase()))
+    }
+
+    /// Loads only modules whose hash is in `allowed` (when given).
+    pub(crate) fn allowing(mut self, allowed: Option<std::collections::HashSet<String>>) -> Self {
+        self.allowed = allowed;
+        self
     }
 
     /// Keeps `dirs` for as long as this compiler lives.
@@ -296,6 +312,9 @@ impl Compiler {
         flavor: EngineFlavor,
     ) -> Result<Module, Error> {
         let hash = hex(&Sha256::digest(&bytes));
+        if !self.allows(&hash) {
+            return Err(Error::ModuleNotAllowed { hash });
+        }
         if let Some(module) = self.modules.lock().expect("module map poisoned").get(&hash) {
             let module = module.clone();
             self.artifact(&module, flavor)?;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use asyncer_protocol::{
-    decode_frame, frame_body_len, FrameError, Reply, Request, WorkerMessage, FRAME_HEADER_LEN,
+    decode_frame, frame_body_len, FrameError, Reply, Request, SandboxSettings, SandboxStatus,
+    WorkerMessage, FRAME_HEADER_LEN,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -58,6 +59,10 @@ pub(crate) struct PoolMode {
     pub(crate) prestart: usize,
     /// Scheduling niceness of the workers.
     pub(crate) nice: i32,
+    /// The layers of each worker's own sandbox.
+    pub(crate) sandbox: SandboxSettings,
+    /// Most idle warm workers kept (the executor's process bound).
+    pub(crate) max_idle: usize,
 }
 
 /// Warm mode: each worker serves many tasks, each in a fresh wasm store and
@@ -127,6 +132,8 @@ pub(crate) struct Pool {
     /// Held while workers are started ahead, so that `drain` waits for a
     /// refill under way instead of missing the worker it adds.
     refilling: tokio::sync::Mutex<()>,
+    /// Whether a worker's missing sandbox layer was logged (once).
+    missing_layer_logged: std::sync::atomic::AtomicBool,
 }
 
 /// One live worker process.
@@ -138,6 +145,21 @@ struct Worker {
     stderr_tail: Arc<std::sync::Mutex<Vec<u8>>>,
     stderr_done: tokio::task::JoinHandle<()>,
     tasks_served: u64,
+    /// The directory grants its sandbox is locked to, once it served a task
+    /// (a warm worker serves only tasks with the same grants).
+    grants: Option<Grants>,
+}
+
+/// The directories a task is granted, as a worker's sandbox sees them.
+type Grants = Vec<(String, bool)>;
+
+fn grants(request: &Request) -> Grants {
+    request
+        .capabilities
+        .dirs
+        .iter()
+        .map(|dir| (dir.host.clone(), dir.writable))
+        .collect()
 }
 
 /// Why no reply frame came.
@@ -157,19 +179,28 @@ impl Pool {
             idle: std::sync::Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
             refilling: tokio::sync::Mutex::new(()),
+            missing_layer_logged: std::sync::atomic::AtomicBool::new(false),
         });
         pool.refill();
         pool
     }
 
     fn spawn_worker(&self, prewarm: bool) -> Result<Worker, Error> {
+        self.spawn_with(&[if prewarm { "--prewarm" } else { "" }])
+    }
+
+    /// Starts the worker program with `extra` arguments (empty ones
+    /// skipped) besides the pool's own.
+    fn spawn_with(&self, extra: &[&str]) -> Result<Worker, Error> {
         let mut command = Command::new(&self.program);
         command
             .arg("--parent-pid")
             .arg(OsString::from(std::process::id().to_string()));
-        if prewarm {
-            command.arg("--prewarm");
+        command.args(extra.iter().filter(|arg| !arg.is_empty()));
+        if self.mode.warm.is_some() {
+            command.arg("--warm");
         }
+        command.args(self.mode.sandbox.to_args());
         command.arg("--nice").arg(self.mode.nice.to_string());
         let mut child = command
             .env_clear()
@@ -194,7 +225,26 @@ impl Pool {
             stderr_tail,
             stderr_done,
             tasks_served: 0,
+            grants: None,
         })
+    }
+
+    /// Starts a worker that applies its sandbox with nothing granted and
+    /// replies with how each layer stands.
+    pub(crate) async fn probe_sandbox(&self) -> Result<SandboxStatus, Error> {
+        let mut worker = self.spawn_with(&["--probe-sandbox"])?;
+        let reply = read_frame_bytes(&mut worker.stdout, 1 << 16).await;
+        let status = worker.retire().await;
+        let why = match reply.map(|frame| decode_frame::<WorkerMessage>(&frame)) {
+            Ok(Ok(WorkerMessage::Reply(Reply {
+                sandbox: Some(sandbox),
+                ..
+            }))) => return Ok(*sandbox),
+            Ok(_) => "no sandbox status in its reply".to_string(),
+            Err(NoReply::Gone(why)) => why,
+            Err(NoReply::TooLarge(max)) => format!("a reply over {max} bytes"),
+        };
+        Err(worker.crash_report(&status, &why).await)
     }
 
     /// Starts idle workers until `prestart` are waiting (fresh-process mode).
@@ -228,15 +278,56 @@ impl Pool {
         }
     }
 
-    /// An idle worker that is still alive, if any.
-    fn take_idle(&self) -> Option<Worker> {
+    /// An idle worker that is still alive and may take a task granted
+    /// `grants` (one not locked yet, or locked to the same grants), if any.
+    fn take_idle(&self, grants: &Grants) -> Option<Worker> {
         loop {
-            let mut worker = self.idle.lock().expect("idle poisoned").pop()?;
+            let mut idle = self.idle.lock().expect("idle poisoned");
+            let at = idle
+                .iter()
+                .rposition(|worker| worker.grants.as_ref().is_none_or(|g| g == grants))?;
+            let mut worker = idle.remove(at);
+            drop(idle);
             match worker.child.try_wait() {
                 Ok(None) => return Some(worker),
                 // It died while idle: reap it (done by try_wait) and look on.
                 _ => continue,
             }
+        }
+    }
+
+    /// Keeps a warm worker for later tasks; when more are idle than the
+    /// executor may run at once, the one idle longest is retired.
+    fn keep_idle(&self, worker: Worker) {
+        let oldest = {
+            let mut idle = self.idle.lock().expect("idle poisoned");
+            idle.push(worker);
+            (idle.len() > self.mode.max_idle.max(1)).then(|| idle.remove(0))
+        };
+        if let Some(mut oldest) = oldest {
+            tokio::spawn(async move {
+                let _ = oldest.retire().await;
+            });
+        }
+    }
+
+    /// Logs, once per pool, a sandbox layer a worker asked for but lacks.
+    fn note_sandbox(&self, status: Option<&SandboxStatus>) {
+        let Some(status) = status else { return };
+        let missing: Vec<String> = status
+            .missing()
+            .filter(|(layer, _)| self.mode.sandbox.wants(*layer))
+            .map(|(layer, state)| format!("{layer}: {state}"))
+            .collect();
+        if !missing.is_empty()
+            && !self
+                .missing_layer_logged
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::warn!(
+                "worker processes run without part of their own sandbox ({})",
+                missing.join("; ")
+            );
         }
     }
 
@@ -278,7 +369,8 @@ impl Pool {
             }
         };
         let warm = self.mode.warm;
-        let taken = self.take_idle();
+        let grants = grants(&request);
+        let taken = self.take_idle(&grants);
         if taken.is_some() && warm.is_none() {
             let pool = self.clone();
             tokio::spawn(async move {
@@ -294,6 +386,7 @@ impl Pool {
             }
         };
         run.pid = Some(worker.pid);
+        worker.grants = Some(grants);
         let max_reply =
             request.limits.max_output_bytes + 2 * request.limits.max_log_bytes + (1 << 16);
 
@@ -336,6 +429,7 @@ impl Pool {
         };
         match reply {
             Ok(reply) => {
+                self.note_sandbox(reply.sandbox.as_deref());
                 worker.tasks_served += 1;
                 let keep = warm.is_some_and(|warm| {
                     worker.tasks_served < warm.max_tasks
@@ -343,7 +437,7 @@ impl Pool {
                         && !self.closed.load(std::sync::atomic::Ordering::SeqCst)
                 });
                 if keep {
-                    self.idle.lock().expect("idle poisoned").push(worker);
+                    self.keep_idle(worker);
                     run.reply = Ok(reply);
                     return run;
                 }
@@ -404,13 +498,23 @@ impl Worker {
         // The worker is gone, so its stderr reaches EOF soon.
         let _ = tokio::time::timeout(RETIRE_GRACE, &mut self.stderr_done).await;
         let tail = self.stderr_tail.lock().expect("tail poisoned").clone();
+        let tail = String::from_utf8_lossy(&tail).into_owned();
+        let why = match sandbox_violation(&tail) {
+            Some(line) => line,
+            // The call was made with signals blocked (as `fork` does): the
+            // kernel killed the worker before its handler could name it.
+            None if killed_by_forbidden_call(status) => {
+                "sandbox violation: a system call the worker may not make"
+            }
+            None => why,
+        };
         Error::WorkerCrashed {
             pid: self.pid,
             status: match status {
                 Ok(s) => format!("{}; {why}", describe(*s)),
                 Err(e) => format!("wait failed: {e}; {why}"),
             },
-            stderr_tail: String::from_utf8_lossy(&tail).into_owned(),
+            stderr_tail: tail,
         }
     }
 }
@@ -492,6 +596,31 @@ async fn keep_tail(
     }
 }
 
+/// The line a worker's seccomp handler wrote before it died of a forbidden
+/// system call: `sandbox violation: system call `socket` (41) is not
+/// allowed`.
+fn sandbox_violation(stderr: &str) -> Option<&str> {
+    const MARK: &str = "sandbox violation: ";
+    let at = stderr.rfind(MARK)?;
+    stderr[at..].lines().next()
+}
+
+/// Whether the worker died of SIGSYS: its seccomp filter refused a call.
+fn killed_by_forbidden_call(status: &std::io::Result<ExitStatus>) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        status
+            .as_ref()
+            .is_ok_and(|status| status.signal() == Some(libc::SIGSYS))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        false
+    }
+}
+
 /// `"exit code 3"` or `"signal 9 (SIGKILL)"`.
 pub(crate) fn describe(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
@@ -507,6 +636,7 @@ pub(crate) fn describe(status: ExitStatus) -> String {
                 libc::SIGABRT => " (SIGABRT)",
                 libc::SIGTERM => " (SIGTERM)",
                 libc::SIGBUS => " (SIGBUS)",
+                libc::SIGSYS => " (SIGSYS)",
                 _ => "",
             };
             return format!("signal {signal}{name}");

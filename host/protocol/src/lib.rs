@@ -34,10 +34,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod sandbox;
+pub use sandbox::{LayerState, SandboxLayer, SandboxSettings, SandboxStatus};
+
 /// First bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"ASYN";
 /// Version of the frame layout and of the message types below.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Bytes before a frame's body: magic, version, body length.
 pub const FRAME_HEADER_LEN: usize = 10;
 
@@ -461,6 +464,9 @@ pub struct Reply {
     /// Bytes of guest log records dropped past the limit (the records sent
     /// share the `max_log_bytes` budget).
     pub log_dropped: u64,
+    /// How the worker process's own sandbox stood while the task ran
+    /// (`None` when the task did not run in a worker process).
+    pub sandbox: Option<Box<SandboxStatus>>,
 }
 
 impl Reply {
@@ -474,6 +480,7 @@ impl Reply {
             stdout_dropped: 0,
             stderr_dropped: 0,
             log_dropped: 0,
+            sandbox: None,
         }
     }
 }
@@ -561,7 +568,7 @@ pub struct Usage {
 /// # Examples
 /// ```
 /// use asyncer_protocol::ErrorKind;
-/// assert_eq!(ErrorKind::ALL.len(), 20);
+/// assert_eq!(ErrorKind::ALL.len(), 21);
 /// assert_eq!(ErrorKind::MemoryLimit.to_string(), "memory_limit");
 /// ```
 #[non_exhaustive]
@@ -608,11 +615,14 @@ pub enum ErrorKind {
     /// Every host that took the task died or lost its lease, up to the
     /// cluster's bound on deliveries.
     WorkerLost,
+    /// The module's hash is not on the executor's (or the worker host's)
+    /// allow-list.
+    ModuleNotAllowed,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::InvalidModule,
         ErrorKind::NoSuchTask,
         ErrorKind::Decode,
@@ -633,6 +643,7 @@ impl ErrorKind {
         ErrorKind::LinkFailed,
         ErrorKind::InvalidConfig,
         ErrorKind::WorkerLost,
+        ErrorKind::ModuleNotAllowed,
     ];
 
     /// The stable snake_case name, e.g. `"guest_panic"`.
@@ -664,6 +675,7 @@ impl ErrorKind {
             ErrorKind::LinkFailed => "link_failed",
             ErrorKind::InvalidConfig => "invalid_config",
             ErrorKind::WorkerLost => "worker_lost",
+            ErrorKind::ModuleNotAllowed => "module_not_allowed",
         }
     }
 }
@@ -913,6 +925,15 @@ mod tests {
             stdout_dropped: 3,
             stderr_dropped: 0,
             log_dropped: 5,
+            sandbox: Some({
+                let mut status = SandboxStatus::default();
+                status.set(SandboxLayer::Seccomp, LayerState::Active);
+                status.set(
+                    SandboxLayer::Landlock,
+                    LayerState::Partial("no scopes".into()),
+                );
+                Box::new(status)
+            }),
         }
     }
 

@@ -11,20 +11,30 @@
 //!
 //! The sandbox is default-deny: no preopened directories, no environment, no
 //! arguments, closed stdin; stdout and stderr are captured up to a limit.
+//! Behind it the worker process is a sandbox of its own ([`Sandbox`]: new
+//! namespaces, tight resource limits, Landlock and a seccomp allow-list),
+//! locked before any guest code runs.
 #![warn(missing_docs)]
 
 mod capture;
 mod classify;
+mod deadline;
 mod hygiene;
 pub mod report;
 mod run;
+mod sandbox;
+#[cfg(target_os = "linux")]
+mod seccomp;
 
 use asyncer_protocol::EngineFlavor;
 use wasmtime::{Config, Engine, WasmBacktraceDetails};
 
 pub use classify::{classify_error, panic_message};
 pub use report::GuestSink;
-pub use run::{run_loaded, serve_stdio, LoadedTask, StoreState};
+pub use run::{run_loaded, serve_stdio, serve_stdio_with_hook, LoadedTask, StoreState};
+pub use sandbox::{Policy, Sandbox};
+#[cfg(target_os = "linux")]
+pub use seccomp::syscall_name;
 
 /// The wasmtime version the worker is built with (part of artifact names).
 pub const WASMTIME_VERSION: &str = "48.0.8";

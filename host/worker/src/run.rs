@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use asyncer_protocol::{
     read_frame, write_frame, Capabilities, EngineFlavor, ErrorKind, Failure, FrameError, Limits,
-    Reply, Request, Usage, WorkerMessage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT,
+    Reply, Request, SandboxSettings, Usage, WorkerMessage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT,
     ABI_MEMORY_EXPORT, ABI_TASK_PREFIX, ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
 };
 use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store, UpdateDeadline};
@@ -19,6 +19,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::capture::Capture;
 use crate::classify::{classify_error, MemoryLimitExceeded};
 use crate::report::{GuestSink, Reporter};
+use crate::sandbox::{Policy, Sandbox};
 
 /// The largest request frame a worker accepts (the input plus a little).
 const MAX_REQUEST_BYTES: u64 = 1 << 30;
@@ -100,24 +101,6 @@ pub struct LoadedTask<'a> {
     pub capabilities: &'a Capabilities,
     /// Where the guest's progress and log records go (dropped when `None`).
     pub sink: Option<GuestSink>,
-}
-
-/// Increments the engine's epoch once `timeout` passes, unless dropped first.
-struct EpochDeadline {
-    _cancel: mpsc::Sender<()>,
-}
-
-impl EpochDeadline {
-    fn arm(engine: &Engine, timeout: Duration) -> Self {
-        let (cancel, cancelled) = mpsc::channel::<()>();
-        let engine = engine.clone();
-        std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(timeout) {
-                engine.increment_epoch();
-            }
-        });
-        EpochDeadline { _cancel: cancel }
-    }
 }
 
 /// Runs one task of an already loaded module in a fresh store and instance.
@@ -219,7 +202,7 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
                     Ok(UpdateDeadline::Continue(1))
                 }
             });
-            Some(EpochDeadline::arm(task.engine, timeout))
+            Some(crate::deadline::EpochDeadline::arm(task.engine, timeout))
         }
         (true, None) => {
             store.set_epoch_deadline(u64::MAX);
@@ -266,6 +249,7 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
         stdout_dropped,
         stderr_dropped,
         log_dropped: store.data().reporter.log_dropped(),
+        sandbox: None,
     }
 }
 
@@ -377,17 +361,49 @@ fn open_envelope(envelope: &[u8]) -> Result<Vec<u8>, CallError> {
 }
 
 /// Engines, linkers and loaded modules a worker keeps between the tasks it
-/// serves (one in the default mode, many in warm mode).
-#[derive(Default)]
+/// serves (one in the default mode, many in warm mode), and its sandbox.
 struct WorkerCache {
     engines: HashMap<(EngineFlavor, usize), (Engine, Linker<StoreState>)>,
     modules: HashMap<(String, EngineFlavor, usize), Module>,
+    sandbox: Sandbox,
+    /// Warm mode: later tasks load their artifacts from the same cache.
+    warm: bool,
+    /// `/proc/self/statm`, opened before the sandbox closes the file system.
+    statm: Option<std::fs::File>,
 }
 
 /// Most modules a warm worker keeps loaded.
 const MAX_CACHED_MODULES: usize = 16;
 
 impl WorkerCache {
+    fn new(sandbox: Sandbox, warm: bool) -> Self {
+        WorkerCache {
+            engines: HashMap::new(),
+            modules: HashMap::new(),
+            sandbox,
+            warm,
+            statm: std::fs::File::open("/proc/self/statm").ok(),
+        }
+    }
+
+    /// Locks the worker down to what `request` needs: its artifact (a warm
+    /// worker: every artifact in the same cache) and its granted directories.
+    fn lock_down(&mut self, request: &Request) -> Result<(), Failure> {
+        let artifact = std::path::Path::new(&request.artifact);
+        let mut policy = Policy::default().read_file(artifact);
+        if self.warm {
+            if let Some(cache) = artifact.parent() {
+                policy = policy.read_beneath(cache);
+            }
+        }
+        for dir in &request.capabilities.dirs {
+            policy = policy.grant(&dir.host, dir.writable);
+        }
+        self.sandbox
+            .lock_down(&policy)
+            .map_err(|message| Failure::new(ErrorKind::InvalidConfig, message))
+    }
+
     fn engine(
         &mut self,
         flavor: EngineFlavor,
@@ -438,7 +454,7 @@ impl WorkerCache {
     }
 
     /// Loads the request's precompiled artifact (once) and runs its task.
-    async fn run(&mut self, request: &Request, sink: &GuestSink) -> Reply {
+    async fn run(&mut self, request: &Request, sink: &GuestSink, before_task: fn(&str)) -> Reply {
         let stack = request
             .limits
             .max_wasm_stack
@@ -450,10 +466,14 @@ impl WorkerCache {
             .and_then(|(engine, linker)| {
                 Ok((self.module(&engine, request, stack)?, engine, linker))
             });
-        let (module, engine, linker) = match loaded {
+        let (module, engine, linker) = match loaded.and_then(|loaded| {
+            self.lock_down(request)?;
+            Ok(loaded)
+        }) {
             Ok(loaded) => loaded,
             Err(failure) => return Reply::failed(failure),
         };
+        before_task(&request.task);
         let mut reply = run_loaded(LoadedTask {
             engine: &engine,
             linker: &linker,
@@ -466,22 +486,25 @@ impl WorkerCache {
             sink: Some(sink.clone()),
         })
         .await;
-        reply.usage.worker_rss_bytes = resident_set_bytes();
+        reply.usage.worker_rss_bytes = self.resident_set_bytes();
+        reply.sandbox = Some(Box::new(self.sandbox.status().clone()));
         reply
     }
-}
 
-/// This process's resident set size (Linux; 0 elsewhere).
-fn resident_set_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return 0;
-    };
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
+    /// This process's resident set size (Linux; 0 elsewhere).
+    fn resident_set_bytes(&self) -> u64 {
+        let mut statm = [0u8; 128];
+        let read = self.statm.as_ref().and_then(|file| {
+            use std::os::unix::fs::FileExt;
+            file.read_at(&mut statm, 0).ok()
+        });
+        let pages: u64 = std::str::from_utf8(&statm[..read.unwrap_or(0)])
+            .ok()
+            .and_then(|statm| statm.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
 }
 
 /// Reads the next request, or `None` when stdin is closed between requests.
@@ -500,8 +523,17 @@ fn next_request(stdin: &mut impl BufRead) -> Result<Option<Request>, FrameError>
 /// With `--prewarm`, the default engine and the WASI linker are made before
 /// the first request arrives (for spawned-ahead workers).
 ///
-/// Exit code 0 when stdin was closed between requests, 3 when a request could
-/// not be read, 4 when a reply could not be written.
+/// The worker's own sandbox ([`Sandbox`]): it enters new namespaces first
+/// thing, and locks itself down once the first task's module is loaded, to
+/// that task's artifact and granted directories (`--warm`: to every
+/// artifact of the same cache, and it then serves only tasks with the same
+/// grants). `--sandbox-off LAYER,...` leaves layers out;
+/// `--probe-sandbox` locks down with nothing granted, replies with how each
+/// layer stands, and exits.
+///
+/// Exit code 0 when stdin was closed between requests, 2 for an unknown
+/// sandbox layer, 3 when a request could not be read, 4 when a reply could
+/// not be written.
 ///
 /// # Examples
 /// ```no_run
@@ -511,9 +543,39 @@ fn next_request(stdin: &mut impl BufRead) -> Result<Option<Request>, FrameError>
 /// }
 /// ```
 pub fn serve_stdio() -> ExitCode {
+    serve_stdio_with_hook(|_| {})
+}
+
+/// [`serve_stdio`], calling `before_task` with each task's name once the
+/// worker is locked down and just before the guest runs. For tests that
+/// play an escaped guest (a system call the sandbox forbids) and for
+/// instrumentation; the `asyncer-worker` program passes nothing.
+///
+/// # Examples
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     asyncer_worker::serve_stdio_with_hook(|task| eprintln!("running {task}"))
+/// }
+/// ```
+pub fn serve_stdio_with_hook(before_task: fn(&str)) -> ExitCode {
     crate::hygiene::harden();
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| args.iter().any(|arg| arg == flag);
+    let settings = match SandboxSettings::from_args(args.iter().map(String::as_str)) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("asyncer-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sandbox = Sandbox::enter(settings);
+    if has("--probe-sandbox") {
+        return probe_sandbox(sandbox);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        // WASI's file operations: few threads (the sandbox caps them).
+        .max_blocking_threads(crate::sandbox::MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(runtime) => runtime,
@@ -522,8 +584,8 @@ pub fn serve_stdio() -> ExitCode {
             return ExitCode::from(4);
         }
     };
-    let mut cache = WorkerCache::default();
-    if std::env::args().any(|arg| arg == "--prewarm") {
+    let mut cache = WorkerCache::new(sandbox, has("--warm"));
+    if has("--prewarm") {
         let _ = cache.engine(EngineFlavor::default(), crate::MAX_WASM_STACK);
     }
     let mut stdin = std::io::stdin().lock();
@@ -545,7 +607,7 @@ pub fn serve_stdio() -> ExitCode {
                 return ExitCode::from(3);
             }
         };
-        let reply = runtime.block_on(cache.run(&request, &sink));
+        let reply = runtime.block_on(cache.run(&request, &sink, before_task));
         let mut stdout = std::io::stdout().lock();
         if let Err(e) = write_frame(&mut stdout, &WorkerMessage::Reply(reply))
             .and_then(|()| Ok(stdout.flush()?))
@@ -553,5 +615,24 @@ pub fn serve_stdio() -> ExitCode {
             eprintln!("asyncer-worker: cannot write reply: {e}");
             return ExitCode::from(4);
         }
+    }
+}
+
+/// `--probe-sandbox`: locks down with nothing granted and replies with how
+/// each layer stands (no task runs).
+fn probe_sandbox(mut sandbox: Sandbox) -> ExitCode {
+    let mut reply = Reply::failed(Failure::new(
+        ErrorKind::Cancelled,
+        "no task: a sandbox probe",
+    ));
+    reply.sandbox = match sandbox.lock_down(&Policy::default()) {
+        Ok(()) => Some(Box::new(sandbox.status().clone())),
+        Err(_) => None,
+    };
+    let mut stdout = std::io::stdout().lock();
+    match write_frame(&mut stdout, &WorkerMessage::Reply(reply)).and_then(|()| Ok(stdout.flush()?))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(4),
     }
 }
