@@ -23,6 +23,10 @@ const PROBE: &str = env!("CARGO_BIN_EXE_sandbox-probe");
 const ESCAPING_WORKER: &str = env!("CARGO_BIN_EXE_escaping-worker");
 const CLI: &str = env!("CARGO_BIN_EXE_test-cli");
 
+/// The tests that start `test-worker` processes run one at a time, so that
+/// the live-worker test looks at its own worker.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs the probe with `args`.
 fn probe(args: &[&str]) -> Output {
     Command::new(PROBE)
@@ -235,6 +239,7 @@ fn net_namespace(pid: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_worker_runs_under_seccomp_without_new_privileges_in_its_own_network() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let exec = Executor::builder()
         .max_processes(1)
         .worker_program(WORKER)
@@ -244,9 +249,14 @@ async fn a_live_worker_runs_under_seccomp_without_new_privileges_in_its_own_netw
     let handle = exec.submit::<_, u64>(&module, "slow", &3_000u64).unwrap();
     // The worker is locked down before the guest starts sleeping.
     let mut seen = None;
+    let is_worker = |pid: &u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).starts_with(WORKER))
+    };
     for _ in 0..200 {
         if let Some(pid) = children()
             .into_iter()
+            .filter(is_worker)
             .find(|pid| status_line(*pid, "Seccomp:") == "2")
         {
             seen = Some(pid);
@@ -295,6 +305,7 @@ async fn a_forbidden_system_call_ends_in_worker_crashed_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_executor_reports_each_layer_and_honours_layers_turned_off() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let exec = common::executor(1);
     let status = exec.sandbox_status().await.unwrap();
     for (layer, state) in status.layers() {
@@ -323,6 +334,7 @@ async fn the_executor_reports_each_layer_and_honours_layers_turned_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_workers_serve_only_tasks_with_the_grants_they_are_locked_to() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let scratch = tempfile::tempdir().unwrap();
     let (one, two) = (scratch.path().join("one"), scratch.path().join("two"));
     for (dir, text) in [(&one, "first"), (&two, "second")] {
@@ -461,6 +473,7 @@ fn the_cli_refuses_modules_off_its_allow_list_with_exit_code_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_under_every_layer_still_reads_its_grant_and_keeps_its_limits() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let scratch = tempfile::tempdir().unwrap();
     std::fs::write(scratch.path().join("key.txt"), "granted").unwrap();
     let exec = common::executor(1);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod local_cluster;
 
 use anyhow::{Context, Result};
-use asyncer::{Executor, Limits, Module, SandboxSettings, WarmOptions};
+use asyncer::{Executor, Limits, Module, SandboxLayer, SandboxSettings, WarmOptions};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -44,6 +44,9 @@ struct Args {
     /// Size of the payload echoed through a worker, in MiB.
     #[arg(long, default_value_t = 16)]
     payload_mib: usize,
+    /// In the sandbox group, also what each layer alone costs.
+    #[arg(long)]
+    layers: bool,
     /// Only these groups of rows, comma-separated: noop, sandbox, heavy,
     /// compute, progress, payload, cluster, ticker, memory (default: all).
     #[arg(long, value_delimiter = ',')]
@@ -265,17 +268,45 @@ async fn noop_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
 }
 
 /// The worker's own sandbox on and off, the runs of each interleaved in
-/// the same run: no-op p50 latency and throughput, fresh and warm.
+/// the same run: no-op p50 latency and throughput, fresh (started on
+/// demand, and two spawned ahead) and warm; then what each layer alone
+/// adds to a fresh process (`--layers`).
 async fn sandbox_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
-    for (label, warm) in [("fresh process per task", false), ("warm mode", true)] {
+    let mut variants: Vec<(String, usize, bool, SandboxSettings)> = vec![
+        (
+            "fresh process per task".into(),
+            0,
+            false,
+            SandboxSettings::default(),
+        ),
+        (
+            "fresh process per task, 2 spawned ahead".into(),
+            2,
+            false,
+            SandboxSettings::default(),
+        ),
+        ("warm mode".into(), 0, true, SandboxSettings::default()),
+    ];
+    if args.layers {
+        for layer in SandboxLayer::ALL {
+            let alone = SandboxSettings::none().with(layer);
+            variants.push((
+                format!("fresh process per task, {layer} alone"),
+                0,
+                false,
+                alone,
+            ));
+        }
+    }
+    for (label, prestart, warm, layers) in variants {
         let mut on = (Vec::new(), Vec::new());
         let mut off = (Vec::new(), Vec::new());
         for _ in 0..args.runs {
-            for (settings, into) in [
-                (SandboxSettings::default(), &mut on),
-                (SandboxSettings::none(), &mut off),
-            ] {
-                let mut builder = Executor::builder().max_processes(2).sandbox(settings);
+            for (settings, into) in [(layers, &mut on), (SandboxSettings::none(), &mut off)] {
+                let mut builder = Executor::builder()
+                    .max_processes(2)
+                    .prestart(prestart)
+                    .sandbox(settings);
                 if warm {
                     builder = builder.warm(WarmOptions::default());
                 }
@@ -295,8 +326,13 @@ async fn sandbox_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         }
         let (on_p50, on_tput) = (median(on.0), median(on.1));
         let (off_p50, off_tput) = (median(off.0), median(off.1));
+        let what = if layers == SandboxSettings::default() {
+            format!("no-op task, {label}, every sandbox layer on (max_processes = 2)")
+        } else {
+            format!("no-op task, {label} (max_processes = 2)")
+        };
         rows.push(Row {
-            what: format!("no-op task, {label}, every sandbox layer on (max_processes = 2)"),
+            what,
             value: format!("p50 {on_p50:.2} ms, {on_tput:.0} tasks/s"),
             baseline: format!("layers off: p50 {off_p50:.2} ms, {off_tput:.0} tasks/s"),
             ratio: format!(

@@ -3,13 +3,15 @@
 //! Two steps. [`Sandbox::enter`], first thing in `main` while the process
 //! has one thread, moves it into new user, network, IPC and PID namespaces
 //! (the PID namespace takes a fork: the process the host started waits for
-//! its child, PID 1 of the new namespace, and ends as it ends).
-//! [`Sandbox::lock_down`], once the task's module is loaded and before any
-//! guest code runs, tightens the resource limits, restricts the file system
-//! with Landlock (read the artifact, write only granted directories, no TCP,
-//! no signals or abstract sockets outside) and installs the seccomp
-//! allow-list (see `seccomp.rs`). Each layer the kernel lacks is skipped and
-//! reported in [`Sandbox::status`]; none is skipped silently.
+//! its child, PID 1 of the new namespace, and ends as it ends), then installs
+//! the seccomp allow-list (see `seccomp.rs`): neither depends on the task, so
+//! both are in force before the request is even read (and a worker started
+//! ahead has them before its task arrives). [`Sandbox::lock_down`], once the
+//! task's module is loaded and before any guest code runs, tightens the
+//! resource limits and restricts the file system with Landlock (read the
+//! artifact, write only granted directories, no TCP, no signals or abstract
+//! sockets outside). Each layer the kernel lacks is skipped and reported in
+//! [`Sandbox::status`]; none is skipped silently.
 //!
 //! Outside Linux nothing is applied and every layer reports `unavailable`.
 
@@ -79,7 +81,8 @@ impl Policy {
 /// ```no_run
 /// use asyncer_protocol::SandboxSettings;
 /// use asyncer_worker::{Policy, Sandbox};
-/// // First thing in main, while the process has one thread:
+/// // First thing in main, while the process has one thread (namespaces,
+/// // then the system-call allow-list):
 /// let mut sandbox = Sandbox::enter(SandboxSettings::default());
 /// // ...load what the task needs, then, before any guest code runs:
 /// sandbox.lock_down(&Policy::default().read_file("task.cwasm")).unwrap();
@@ -103,7 +106,9 @@ impl Sandbox {
     /// With a new PID namespace the calling process forks: it stays behind
     /// only to wait for the child and end as it ends, with the same exit code
     /// or signal (this function does not return in it); the child, PID 1 of
-    /// the new namespace, returns from here and dies with it.
+    /// the new namespace, returns from here and dies with it. Then (when the
+    /// settings want it) the seccomp allow-list is installed: from here on
+    /// the process may make only the system calls the worker needs.
     pub fn enter(settings: SandboxSettings) -> Sandbox {
         let mut status = SandboxStatus::default();
         let mut own_user_namespace = false;
@@ -111,6 +116,9 @@ impl Sandbox {
             let (state, user) = os::enter_namespaces();
             status.set(SandboxLayer::Namespaces, state);
             own_user_namespace = user;
+        }
+        if settings.wants(SandboxLayer::Seccomp) {
+            status.set(SandboxLayer::Seccomp, os::seccomp());
         }
         Sandbox {
             settings,
@@ -140,8 +148,8 @@ impl Sandbox {
         self.settings
     }
 
-    /// Locks the process down to `policy`: resource limits, Landlock, then
-    /// seccomp, each when the settings want it. Once locked, the process
+    /// Locks the process down to `policy`: resource limits, then Landlock,
+    /// each when the settings want it. Once locked, the process
     /// stays locked: a later call with the same directory grants does
     /// nothing, one with other grants fails (a warm worker serves only tasks
     /// with the grants of its first).
@@ -169,9 +177,6 @@ impl Sandbox {
         if self.settings.wants(SandboxLayer::Landlock) {
             self.status
                 .set(SandboxLayer::Landlock, os::landlock(policy));
-        }
-        if self.settings.wants(SandboxLayer::Seccomp) {
-            self.status.set(SandboxLayer::Seccomp, os::seccomp());
         }
         self.locked = Some(policy.clone());
         Ok(())

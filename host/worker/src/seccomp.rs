@@ -98,6 +98,13 @@ const ALLOWED: &[(libc::c_long, &str)] = syscalls![
     SYS_exit_group,
     // A panic's report (the worker's own bug) names paths relative to it.
     SYS_getcwd,
+    // Locking down further once the task is known: Landlock can only take
+    // rights away, and the limits are set hard (soft ones cannot rise past
+    // them); `prlimit64` only on this process (see `filter`).
+    SYS_landlock_create_ruleset,
+    SYS_landlock_add_rule,
+    SYS_landlock_restrict_self,
+    SYS_setrlimit,
     // A new thread's set-up (threads only: see `filter`).
     SYS_set_robust_list,
     SYS_rseq,
@@ -187,7 +194,6 @@ const FORBIDDEN_NAMES: &[(libc::c_long, &str)] = syscalls![
     SYS_pidfd_send_signal,
     SYS_pidfd_getfd,
     SYS_prlimit64,
-    SYS_setrlimit,
     SYS_setpriority,
     SYS_sched_setaffinity,
     SYS_mknodat,
@@ -199,9 +205,6 @@ const FORBIDDEN_NAMES: &[(libc::c_long, &str)] = syscalls![
     SYS_acct,
     SYS_syslog,
     SYS_personality,
-    SYS_landlock_create_ruleset,
-    SYS_landlock_add_rule,
-    SYS_landlock_restrict_self,
     SYS_capset,
     SYS_capget,
     SYS_timer_create,
@@ -286,7 +289,9 @@ const REAPER_ALLOWED: &[(libc::c_long, &str)] = syscalls![
 
 /// The worker's allow-list as BPF programs for this machine's architecture
 /// (see [`filter`]): the list itself, which also lets threads start (`clone`
-/// with `CLONE_THREAD`, and `prctl(PR_SET_NAME)` to name them), and a second
+/// with `CLONE_THREAD`, and `prctl(PR_SET_NAME)` to name them), lets
+/// `prctl(PR_SET_NO_NEW_PRIVS)` and `prlimit64` on this process (pid 0)
+/// through for the lock-down that follows, and a second
 /// filter that answers `clone3` with ENOSYS (its flags cannot be inspected),
 /// so that the C library starts threads with `clone` instead. A call both
 /// filters allow runs; the kernel takes the stricter answer.
@@ -297,12 +302,17 @@ pub(crate) fn allow_list() -> Result<Vec<BpfProgram>, String> {
         SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
         libc::CLONE_THREAD as u64,
     )?;
-    let name_only = condition(0, SeccompCmpOp::Eq, libc::PR_SET_NAME as u64)?;
+    let prctl = [
+        condition(0, SeccompCmpOp::Eq, libc::PR_SET_NAME as u64)?,
+        condition(0, SeccompCmpOp::Eq, libc::PR_SET_NO_NEW_PRIVS as u64)?,
+    ]
+    .concat();
     let list = filter(
         ALLOWED.iter().chain(ALLOWED_X86_64),
         [
             (libc::SYS_clone, threads_only),
-            (libc::SYS_prctl, name_only),
+            (libc::SYS_prctl, prctl),
+            (libc::SYS_prlimit64, condition(0, SeccompCmpOp::Eq, 0)?),
             (libc::SYS_clone3, Vec::new()),
         ],
     )?;
@@ -313,8 +323,6 @@ pub(crate) fn allow_list() -> Result<Vec<BpfProgram>, String> {
         arch,
     )
     .map_err(|e| e.to_string())?;
-    // The list goes last: once it is in force, `prctl(PR_SET_NO_NEW_PRIVS)`
-    // (which installing a filter repeats) is refused.
     Ok(vec![compile(no_clone3)?, list])
 }
 
