@@ -224,6 +224,33 @@ fn each_layer_stops_an_escape_on_its_own() {
     assert!(listener.was_reached());
 }
 
+#[test]
+fn a_worker_never_joins_namespaces_that_are_not_new() {
+    // Paths that name the probe's own namespaces (what a stale descriptor
+    // number could name): refused, and the probe makes its own instead.
+    let listener = Listener::new();
+    let own: Vec<String> = ["user", "net", "ipc"]
+        .iter()
+        .map(|kind| format!("/proc/self/ns/{kind}"))
+        .collect();
+    let own = own.join(",");
+    let args = [
+        "--sandbox-off",
+        "seccomp,landlock",
+        "--join-namespaces",
+        &own,
+        "--max-tasks",
+        "16",
+        "connect",
+        &listener.port(),
+    ];
+    match ending(&probe(&args)) {
+        Ending::Failed(_) => {}
+        other => panic!("connect after refusing the host's namespaces: {other:?}"),
+    }
+    assert!(!listener.was_reached());
+}
+
 fn status_line(pid: u32, key: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -267,6 +294,15 @@ async fn a_live_worker_runs_under_seccomp_without_new_privileges_in_its_own_netw
     let pid = seen.expect("a worker under seccomp appears");
     assert_eq!(status_line(pid, "NoNewPrivs:"), "1");
     assert_ne!(net_namespace(&pid.to_string()), net_namespace("self"));
+    // The task runs in its child, PID 1 of a PID namespace of its own.
+    let runner = common::children_of(pid)[0];
+    assert_eq!(status_line(runner, "Seccomp:"), "2");
+    assert_eq!(
+        status_line(runner, "NSpid:").split_whitespace().last(),
+        Some("1")
+    );
+    let pid_ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(pid_ns(&runner.to_string()), pid_ns("self"));
     handle.cancel();
     exec.shutdown(Duration::from_secs(5)).await;
 }

@@ -528,6 +528,9 @@ fn next_request(stdin: &mut impl BufRead) -> Result<Option<Request>, FrameError>
 /// that task's artifact and granted directories (`--warm`: to every
 /// artifact of the same cache, and it then serves only tasks with the same
 /// grants). `--sandbox-off LAYER,...` leaves layers out;
+/// `--join-namespaces USER,NET,IPC --max-tasks N` joins namespaces the
+/// executor made once ([`SharedNamespaces`](crate::SharedNamespaces)) instead
+/// of making new ones; `--make-namespaces` makes them for the executor;
 /// `--probe-sandbox` locks down with nothing granted, replies with how each
 /// layer stands, and exits.
 ///
@@ -568,7 +571,11 @@ pub fn serve_stdio_with_hook(before_task: fn(&str)) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sandbox = Sandbox::enter(settings);
+    if has("--make-namespaces") {
+        Sandbox::hold_new_namespaces();
+        return ExitCode::SUCCESS;
+    }
+    let sandbox = Sandbox::enter(settings, &args);
     if has("--probe-sandbox") {
         return probe_sandbox(sandbox);
     }

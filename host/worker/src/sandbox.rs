@@ -21,12 +21,112 @@ use asyncer_protocol::{SandboxLayer, SandboxSettings, SandboxStatus};
 
 /// Most threads tokio may start for WASI's file operations in a worker.
 pub(crate) const MAX_BLOCKING_THREADS: usize = 4;
-/// Most threads and processes a locked-down worker may hold in its own user
-/// namespace (`RLIMIT_NPROC` counts them there): the main thread, the
-/// deadline thread, the progress flusher, the blocking threads, the process
-/// left behind by the PID namespace's fork, and room to spare. seccomp lets
-/// none of them be a new process.
-const MAX_TASKS: u64 = 16;
+/// Most threads and processes one worker holds: the main thread, the
+/// deadline thread, the progress flusher, the blocking threads, and the
+/// process left behind by the PID namespace's fork. `RLIMIT_NPROC` counts
+/// them per user namespace; seccomp lets none of them be a new process.
+const TASKS_PER_WORKER: u64 = 4 + MAX_BLOCKING_THREADS as u64;
+
+/// Namespaces made once, for many workers to join (`setns`) instead of each
+/// making its own (`unshare`): joining costs a tenth of making, and nothing
+/// is torn down after each task. The executor makes them with
+/// [`SharedNamespaces::make`] and keeps them open; its workers join through
+/// `/proc/<host pid>/fd/<n>` ([`SharedNamespaces::worker_args`]). Workers of
+/// one executor then share their user, network and IPC namespaces (each
+/// still gets a PID namespace of its own): none of them may open a socket or
+/// use System V IPC (seccomp), so sharing lets nothing pass between them.
+#[derive(Debug)]
+pub struct SharedNamespaces {
+    /// The user, network and IPC namespaces, open.
+    files: Vec<std::fs::File>,
+}
+
+/// The namespaces a worker joins, and the bound on threads and processes in
+/// the shared user namespace (`RLIMIT_NPROC` there counts every worker's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Join {
+    paths: Vec<PathBuf>,
+    max_tasks: u64,
+}
+
+impl Join {
+    /// `--join-namespaces USER,NET,IPC --max-tasks N` among `args`.
+    fn from_args(args: &[String]) -> Option<Join> {
+        let after = |flag: &str| {
+            args.iter()
+                .position(|arg| arg == flag)
+                .and_then(|at| args.get(at + 1))
+        };
+        let paths: Vec<PathBuf> = after("--join-namespaces")?
+            .split(',')
+            .map(PathBuf::from)
+            .collect();
+        let max_tasks = after("--max-tasks")?.parse().ok()?;
+        (paths.len() == 3).then_some(Join { paths, max_tasks })
+    }
+}
+
+impl SharedNamespaces {
+    /// Makes new user (when unprivileged), network and IPC namespaces with
+    /// `worker_program --make-namespaces`, which waits until they are opened
+    /// here and then exits.
+    ///
+    /// # Errors
+    /// The program cannot start, or this machine allows no new namespaces.
+    pub fn make(worker_program: &std::path::Path) -> std::io::Result<SharedNamespaces> {
+        use std::io::Read;
+        let mut helper = std::process::Command::new(worker_program)
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .arg("--make-namespaces")
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        // Its answer, read on a thread of its own: a program that is not
+        // the worker may never answer, and may not stall the executor.
+        let mut stdout = helper.stdout.take().expect("stdout is piped");
+        let (answer, answered) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut made = [0u8; 1];
+            let _ = answer.send(stdout.read_exact(&mut made).map(|()| made[0] == b'1'));
+        });
+        let opened = match answered.recv_timeout(std::time::Duration::from_secs(2)) {
+            Ok(Ok(true)) => ["user", "net", "ipc"]
+                .iter()
+                .map(|kind| std::fs::File::open(format!("/proc/{}/ns/{kind}", helper.id())))
+                .collect::<std::io::Result<Vec<_>>>(),
+            Ok(Ok(false)) => Err(std::io::Error::other("no new namespaces allowed here")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::other("the worker program did not answer")),
+        };
+        if opened.is_err() {
+            let _ = helper.kill();
+        }
+        // Closing its stdin ends the helper; the namespaces live on in `files`.
+        drop(helper.stdin.take());
+        let _ = helper.wait();
+        Ok(SharedNamespaces { files: opened? })
+    }
+
+    /// The worker program's arguments to join these namespaces, with at most
+    /// `workers` workers alive at once.
+    pub fn worker_args(&self, workers: u64) -> Vec<String> {
+        use std::os::fd::AsRawFd;
+        let paths: Vec<String> = self
+            .files
+            .iter()
+            .map(|file| format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd()))
+            .collect();
+        vec![
+            "--join-namespaces".into(),
+            paths.join(","),
+            "--max-tasks".into(),
+            (workers * TASKS_PER_WORKER + TASKS_PER_WORKER).to_string(),
+        ]
+    }
+}
 
 /// What a locked-down worker may still reach on the file system.
 ///
@@ -83,7 +183,8 @@ impl Policy {
 /// use asyncer_worker::{Policy, Sandbox};
 /// // First thing in main, while the process has one thread (namespaces,
 /// // then the system-call allow-list):
-/// let mut sandbox = Sandbox::enter(SandboxSettings::default());
+/// let args: Vec<String> = std::env::args().collect();
+/// let mut sandbox = Sandbox::enter(SandboxSettings::default(), &args);
 /// // ...load what the task needs, then, before any guest code runs:
 /// sandbox.lock_down(&Policy::default().read_file("task.cwasm")).unwrap();
 /// println!("{}", sandbox.status());
@@ -94,9 +195,9 @@ pub struct Sandbox {
     status: SandboxStatus,
     /// The policy the process is locked to, once it is.
     locked: Option<Policy>,
-    /// Whether the process has a user namespace of its own (where
-    /// `RLIMIT_NPROC` counts only its own threads).
-    own_user_namespace: bool,
+    /// The bound on threads and processes in the process's user namespace,
+    /// when it is not the host's (`RLIMIT_NPROC` counts them there).
+    max_tasks: Option<u64>,
 }
 
 impl Sandbox {
@@ -109,13 +210,18 @@ impl Sandbox {
     /// the new namespace, returns from here and dies with it. Then (when the
     /// settings want it) the seccomp allow-list is installed: from here on
     /// the process may make only the system calls the worker needs.
-    pub fn enter(settings: SandboxSettings) -> Sandbox {
+    ///
+    /// `args` are the worker's command line: with `--join-namespaces` (see
+    /// [`SharedNamespaces::worker_args`]) the user, network and IPC
+    /// namespaces are joined rather than made, when they are really not the
+    /// host's; otherwise, or if joining fails, they are made.
+    pub fn enter(settings: SandboxSettings, args: &[String]) -> Sandbox {
         let mut status = SandboxStatus::default();
-        let mut own_user_namespace = false;
+        let mut max_tasks = None;
         if settings.wants(SandboxLayer::Namespaces) {
-            let (state, user) = os::enter_namespaces();
+            let (state, user) = os::enter_namespaces(Join::from_args(args).as_ref());
             status.set(SandboxLayer::Namespaces, state);
-            own_user_namespace = user;
+            max_tasks = user;
         }
         if settings.wants(SandboxLayer::Seccomp) {
             status.set(SandboxLayer::Seccomp, os::seccomp());
@@ -124,8 +230,14 @@ impl Sandbox {
             settings,
             status,
             locked: None,
-            own_user_namespace,
+            max_tasks,
         }
+    }
+
+    /// `--make-namespaces` (see [`SharedNamespaces::make`]): makes the
+    /// namespaces, says so, and returns once the executor has opened them.
+    pub fn hold_new_namespaces() {
+        os::hold_new_namespaces();
     }
 
     /// A sandbox that applies nothing (for tests and in-process use).
@@ -134,7 +246,7 @@ impl Sandbox {
             settings: SandboxSettings::none(),
             status: SandboxStatus::default(),
             locked: None,
-            own_user_namespace: false,
+            max_tasks: None,
         }
     }
 
@@ -171,7 +283,7 @@ impl Sandbox {
         if self.settings.wants(SandboxLayer::Rlimits) {
             self.status.set(
                 SandboxLayer::Rlimits,
-                os::tighten_rlimits(policy, self.own_user_namespace),
+                os::tighten_rlimits(policy, self.max_tasks),
             );
         }
         if self.settings.wants(SandboxLayer::Landlock) {
@@ -206,29 +318,102 @@ mod os {
     }
 
     /// New user, network, IPC and PID namespaces (without a user namespace
-    /// when only a privileged process may make one); and whether the user
-    /// namespace is the process's own.
-    pub(super) fn enter_namespaces() -> (LayerState, bool) {
-        let shared = libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
-        // SAFETY: unshare takes flags only. The process has one thread
-        // (required for CLONE_NEWUSER), as `Sandbox::enter` demands.
-        #[allow(unsafe_code)]
-        let (entered, user) = unsafe {
-            if libc::unshare(libc::CLONE_NEWUSER | shared) == 0 {
-                (true, true)
-            } else {
-                (libc::unshare(shared) == 0, false)
+    /// when only a privileged process may make one), or the shared ones of
+    /// `join` and a PID namespace of its own; and the bound on threads and
+    /// processes for `RLIMIT_NPROC` when the user namespace is not the host's.
+    pub(super) fn enter_namespaces(join: Option<&super::Join>) -> (LayerState, Option<u64>) {
+        let joined = join.map(|join| (join_shared(&join.paths), join.max_tasks));
+        let (entered, max_tasks) = match joined {
+            Some((Ok(user), max_tasks)) => {
+                // SAFETY: unshare takes flags only (one thread, as required).
+                #[allow(unsafe_code)]
+                let pid = unsafe { libc::unshare(libc::CLONE_NEWPID) == 0 };
+                (pid, user.then_some(max_tasks))
             }
+            _ => make_namespaces(),
         };
         if !entered {
             let why = format!("unprivileged namespaces are not allowed here: {}", errno());
-            return (LayerState::Unavailable(why), false);
+            return (LayerState::Unavailable(why), None);
         }
         let state = match fork_into_pid_namespace() {
             Ok(()) => LayerState::Active,
             Err(e) => LayerState::Partial(format!("no PID namespace: {e}")),
         };
-        (state, user)
+        (state, max_tasks)
+    }
+
+    /// New user (when allowed), network, IPC and PID namespaces of the
+    /// process's own; and the bound on threads for a user namespace of its
+    /// own.
+    fn make_namespaces() -> (bool, Option<u64>) {
+        let flags = libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
+        // SAFETY: unshare takes flags only. The process has one thread
+        // (required for CLONE_NEWUSER), as `Sandbox::enter` demands.
+        #[allow(unsafe_code)]
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWUSER | flags) == 0 {
+                (true, Some(super::TASKS_PER_WORKER))
+            } else {
+                (libc::unshare(flags) == 0, None)
+            }
+        }
+    }
+
+    /// `--make-namespaces`: new user (when unprivileged), network and IPC
+    /// namespaces, reported as one byte on stdout (`1` made, `0` not); then
+    /// waits for stdin to close, so that the executor can open them.
+    pub(super) fn hold_new_namespaces() {
+        use std::io::{Read, Write};
+        let flags = libc::CLONE_NEWNET | libc::CLONE_NEWIPC;
+        // SAFETY: unshare takes flags only; the process has one thread.
+        #[allow(unsafe_code)]
+        let made =
+            unsafe { libc::unshare(libc::CLONE_NEWUSER | flags) == 0 || libc::unshare(flags) == 0 };
+        let _ = std::io::stdout().write_all(if made { b"1" } else { b"0" });
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    }
+
+    /// Joins the user (unless it is the host's: a privileged maker made
+    /// none), network and IPC namespaces at `paths`; whether the user
+    /// namespace was joined. Refuses a network or IPC namespace that is this
+    /// process's own already (the maker is gone and its descriptor number
+    /// now names something else): that would be no isolation at all.
+    fn join_shared(paths: &[std::path::PathBuf]) -> std::io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let kinds = [
+            ("user", libc::CLONE_NEWUSER),
+            ("net", libc::CLONE_NEWNET),
+            ("ipc", libc::CLONE_NEWIPC),
+        ];
+        let mut joins = Vec::new();
+        for ((kind, flag), path) in kinds.into_iter().zip(paths) {
+            let theirs = std::fs::File::open(path)?;
+            let (a, b) = (
+                theirs.metadata()?,
+                std::fs::metadata(format!("/proc/self/ns/{kind}"))?,
+            );
+            if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+                if flag == libc::CLONE_NEWUSER {
+                    continue;
+                }
+                return Err(std::io::Error::other(format!(
+                    "{kind} is not a namespace of its own"
+                )));
+            }
+            joins.push((theirs, flag));
+        }
+        let joined_user = joins.iter().any(|(_, flag)| *flag == libc::CLONE_NEWUSER);
+        for (file, flag) in joins {
+            // SAFETY: setns takes a descriptor we own and a namespace type,
+            // which the kernel checks against it. One thread, as required.
+            #[allow(unsafe_code)]
+            if unsafe { libc::setns(file.as_raw_fd(), flag) } != 0 {
+                return Err(errno());
+            }
+        }
+        Ok(joined_user)
     }
 
     /// Forks; the parent waits for the child and mirrors how it ends, the
@@ -317,21 +502,21 @@ mod os {
 
     /// Few threads and processes, few descriptors, no core dumps, and no
     /// file writes unless the task has a read-write directory.
-    /// `RLIMIT_NPROC` is set only in a user namespace of the process's own:
-    /// elsewhere it would count every process of the user.
-    pub(super) fn tighten_rlimits(policy: &Policy, own_user_namespace: bool) -> LayerState {
+    /// `RLIMIT_NPROC` (to `max_tasks`) is set only in a user namespace that
+    /// is not the host's: there it would count every process of the user.
+    pub(super) fn tighten_rlimits(policy: &Policy, max_tasks: Option<u64>) -> LayerState {
         let mut limits = vec![
             (libc::RLIMIT_NOFILE, MAX_OPEN_FILES, "RLIMIT_NOFILE"),
             (libc::RLIMIT_CORE, 0, "RLIMIT_CORE"),
         ];
-        if own_user_namespace {
-            limits.push((libc::RLIMIT_NPROC, super::MAX_TASKS, "RLIMIT_NPROC"));
+        if let Some(max_tasks) = max_tasks {
+            limits.push((libc::RLIMIT_NPROC, max_tasks, "RLIMIT_NPROC"));
         }
         if !policy.writes_files() {
             limits.push((libc::RLIMIT_FSIZE, 0, "RLIMIT_FSIZE"));
         }
         let mut failed = Vec::new();
-        if !own_user_namespace {
+        if max_tasks.is_none() {
             failed.push("RLIMIT_NPROC left as it is (no user namespace of its own)".to_string());
         }
         for (resource, max, name) in limits {
@@ -446,11 +631,13 @@ mod os {
         LayerState::Unavailable("only on Linux".into())
     }
 
-    pub(super) fn enter_namespaces() -> (LayerState, bool) {
-        (unavailable(), false)
+    pub(super) fn enter_namespaces(_: Option<&super::Join>) -> (LayerState, Option<u64>) {
+        (unavailable(), None)
     }
 
-    pub(super) fn tighten_rlimits(_: &Policy, _: bool) -> LayerState {
+    pub(super) fn hold_new_namespaces() {}
+
+    pub(super) fn tighten_rlimits(_: &Policy, _: Option<u64>) -> LayerState {
         unavailable()
     }
 

@@ -3,7 +3,8 @@
 //! thing an escaped guest would, and says how it went.
 //!
 //! ```text
-//! sandbox-probe [--sandbox-off LAYER,...] [--grant-rw DIR] ATTEMPT [ARG]
+//! sandbox-probe [--sandbox-off LAYER,...] [--grant-rw DIR]
+//!               [--join-namespaces USER,NET,IPC --max-tasks N] ATTEMPT [ARG]
 //! ```
 //! Attempts: `read FILE`, `write FILE`, `connect PORT` (127.0.0.1),
 //! `exec PROGRAM`, `fork`, `status`. Exit code 0 when the attempt worked
@@ -23,13 +24,13 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(e) => return usage(&e),
     };
-    let mut sandbox = Sandbox::enter(settings);
+    let mut sandbox = Sandbox::enter(settings, &args);
     let mut policy = Policy::default();
     let mut rest = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--sandbox-off" => {
+            "--sandbox-off" | "--join-namespaces" | "--max-tasks" => {
                 args.next();
             }
             "--grant-rw" => match args.next() {
