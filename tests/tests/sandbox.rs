@@ -539,3 +539,45 @@ async fn a_task_under_every_layer_still_reads_its_grant_and_keeps_its_limits() {
     assert!(err.is_timeout(), "{err}");
     exec.shutdown(Duration::from_secs(5)).await;
 }
+
+#[test]
+fn every_layer_is_active_for_an_unprivileged_user_too() {
+    // Most deployments are not root: run the CLI as `nobody` (when this
+    // test runs as root, as CI does, and `setpriv` is there to drop it).
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !root || !setpriv.exists() {
+        eprintln!("skipped: needs root and setpriv to become nobody");
+        return;
+    }
+    let as_nobody = |args: &[&str]| {
+        Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", CLI])
+            .args(args)
+            .env("ASYNCER_WORKER", WORKER)
+            .env("TMPDIR", "/tmp")
+            .output()
+            .unwrap()
+    };
+    let output = as_nobody(&["inspect", "--sandbox", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    for layer in SandboxLayer::ALL {
+        assert_eq!(json["sandbox"][layer.as_str()]["state"], "active", "{json}");
+    }
+    // A task runs through the shared namespaces and every limit.
+    let output = as_nobody(&[
+        "run",
+        asyncer_tests::HEAVY,
+        "sum_squares",
+        "--input-hex",
+        "0a",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(json["status"], "ok", "{json}");
+    assert_eq!(json["output_hex"], "9d02", "{json}");
+}

@@ -1,9 +1,11 @@
 //! The worker process's own sandbox: the second wall behind wasmtime.
 //!
 //! Two steps. [`Sandbox::enter`], first thing in `main` while the process
-//! has one thread, moves it into new user, network, IPC and PID namespaces
-//! (the PID namespace takes a fork: the process the host started waits for
-//! its child, PID 1 of the new namespace, and ends as it ends), then installs
+//! has one thread, moves it into user, network and IPC namespaces that are
+//! not the host's (joined: made once per executor, see [`SharedNamespaces`];
+//! or made for it alone) and a PID namespace of its own (which takes a fork:
+//! the process the host started waits for its child, PID 1 of the new
+//! namespace, and ends as it ends), then installs
 //! the seccomp allow-list (see `seccomp.rs`): neither depends on the task, so
 //! both are in force before the request is even read (and a worker started
 //! ahead has them before its task arrives). [`Sandbox::lock_down`], once the
@@ -35,6 +37,19 @@ const TASKS_PER_WORKER: u64 = 4 + MAX_BLOCKING_THREADS as u64;
 /// one executor then share their user, network and IPC namespaces (each
 /// still gets a PID namespace of its own): none of them may open a socket or
 /// use System V IPC (seccomp), so sharing lets nothing pass between them.
+///
+/// # Examples
+/// ```no_run
+/// use asyncer_worker::SharedNamespaces;
+/// let program = std::path::Path::new("/usr/local/bin/asyncer-worker");
+/// let namespaces = SharedNamespaces::make(program).expect("namespaces allowed here");
+/// // Every worker started with these arguments joins them:
+/// let status = std::process::Command::new(program)
+///     .args(namespaces.worker_args(4))
+///     .arg("--probe-sandbox")
+///     .status();
+/// # let _ = status;
+/// ```
 #[derive(Debug)]
 pub struct SharedNamespaces {
     /// The user, network and IPC namespaces, open.
