@@ -161,6 +161,30 @@ fn input_files_fuel_and_memory_flags_work() {
 }
 
 #[test]
+fn json_carries_the_guests_stdout_and_stderr() {
+    // chatter("hi"): postcard string 02 68 69.
+    let (code, value) = run_json(&[asyncer_tests::FAULTS, "chatter", "--input-hex", "026869"]);
+    assert_eq!(code, 0, "{value}");
+    assert_eq!(value["stdout"], "out: hi\n");
+    assert_eq!(value["stderr"], "err: hi\n");
+    assert_eq!(value["stdout_dropped"], 0);
+    assert_eq!(value["stderr_dropped"], 0);
+    // A panicking guest's message and stderr are both there.
+    let (code, value) = run_json(&[asyncer_tests::FAULTS, "panic", "--input-hex", "0178"]);
+    assert_eq!(code, 1, "{value}");
+    assert!(
+        value["error"]["guest_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("guest says: x")),
+        "{value}"
+    );
+    assert!(
+        value["stderr"].as_str().unwrap().contains("guest says: x"),
+        "{value}"
+    );
+}
+
+#[test]
 fn task_failures_exit_one_with_their_kind() {
     let (code, value) = run_json(&[asyncer_tests::FAULTS, "divide", "--input-hex", "0700"]);
     assert_eq!((code, error_kind(&value)), (1, "guest_error"), "{value}");
@@ -170,6 +194,8 @@ fn task_failures_exit_one_with_their_kind() {
         .as_str()
         .unwrap()
         .contains("cannot divide 7 by zero"));
+    // The guest's own words, in a field of their own.
+    assert_eq!(value["error"]["guest_message"], "cannot divide 7 by zero");
 
     // panic("x"): postcard string 01 78.
     let (code, value) = run_json(&[asyncer_tests::FAULTS, "panic", "--input-hex", "0178"]);

@@ -21,7 +21,10 @@
 //! `run` prints the task's raw output bytes (the postcard output, without the
 //! envelope byte), or with `--json` one JSON object
 //! `{"uid", "status", "output_hex", "error": {"kind", "message"}, "wall_ms",
-//! "fuel_consumed", "peak_memory_bytes"}`. Exit code 0: ok; 1: the task
+//! "fuel_consumed", "peak_memory_bytes"}`, plus the guest's `"stdout"` and
+//! `"stderr"` (text) with `"stdout_dropped"` and `"stderr_dropped"` (bytes
+//! past the cap), and for a guest error or panic the guest's own message in
+//! `"error": {"guest_message"}`. Exit code 0: ok; 1: the task
 //! failed; 2: bad usage or unreadable module.
 //!
 //! The error kinds (`error.kind`): `invalid_module`, `no_such_task`,
@@ -41,7 +44,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use asyncer::{
-    Capabilities, Executor, ExecutorBuilder, LayerState, Limits, Module, SandboxSettings,
+    Capabilities, Error, Executor, ExecutorBuilder, LayerState, Limits, Module, SandboxSettings,
     TaskOptions, TaskUpdate,
 };
 use clap::{Parser, Subcommand};
@@ -386,7 +389,7 @@ async fn run(args: RunArgs) -> ExitCode {
     match result {
         Ok(output) => {
             if args.json {
-                print_json(&json!({
+                let mut value = json!({
                     "uid": uid,
                     "status": "ok",
                     "output_hex": encode_hex(&output),
@@ -396,7 +399,9 @@ async fn run(args: RunArgs) -> ExitCode {
                     "peak_memory_bytes": peak,
                     "host": host,
                     "attempt": attempt,
-                }));
+                });
+                add_guest_streams(&mut value, event.as_deref());
+                print_json(&value);
             } else {
                 let mut stdout = std::io::stdout().lock();
                 if stdout
@@ -411,7 +416,7 @@ async fn run(args: RunArgs) -> ExitCode {
         }
         Err(error) => {
             if args.json {
-                print_json(&json!({
+                let mut value = json!({
                     "uid": uid,
                     "status": "error",
                     "output_hex": Value::Null,
@@ -421,7 +426,13 @@ async fn run(args: RunArgs) -> ExitCode {
                     "peak_memory_bytes": peak,
                     "host": host,
                     "attempt": attempt,
-                }));
+                });
+                // The guest's own words, beside the human message.
+                if let Error::Guest { message } | Error::GuestPanic { message } = &error {
+                    value["error"]["guest_message"] = json!(message);
+                }
+                add_guest_streams(&mut value, event.as_deref());
+                print_json(&value);
             } else {
                 eprintln!("asyncer: {} ({})", error, error.kind());
             }
@@ -469,6 +480,16 @@ async fn inspect_sandbox(guard: &GuardArgs, json: bool) -> ExitCode {
         print!("{status}");
     }
     ExitCode::SUCCESS
+}
+
+/// Adds the guest's captured stdout and stderr (text; invalid UTF-8 replaced)
+/// and the bytes dropped past the cap to a `run --json` object.
+fn add_guest_streams(value: &mut Value, event: Option<&asyncer::TaskEvent>) {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    value["stdout"] = json!(event.map(|e| text(&e.stdout)));
+    value["stderr"] = json!(event.map(|e| text(&e.stderr)));
+    value["stdout_dropped"] = json!(event.map(|e| e.stdout_dropped));
+    value["stderr_dropped"] = json!(event.map(|e| e.stderr_dropped));
 }
 
 async fn inspect(path: PathBuf, guard: &GuardArgs, json: bool) -> ExitCode {
