@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::json_of;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -16,15 +18,6 @@ fn cli(args: &[&str]) -> Output {
         .env("ASYNCER_WORKER", common::WORKER)
         .output()
         .expect("the CLI runs")
-}
-
-fn json_of(output: &Output) -> Value {
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut lines = text.lines();
-    let value: Value = serde_json::from_str(lines.next().expect("one line of JSON"))
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    assert!(lines.next().is_none(), "exactly one JSON object: {text}");
-    value
 }
 
 /// Runs with `--json`, checks the contract's keys, returns (exit code, JSON).

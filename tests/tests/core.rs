@@ -405,7 +405,6 @@ async fn typed_bindings_from_the_guest_crate_carry_name_and_types() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_guest_with_a_crates_io_dependency_runs_in_the_sandbox() {
-    use sha2::Digest;
     let exec = executor(2);
     let module = exec.load(asyncer_tests::DIGEST).await.unwrap();
     let data = b"asyncer runs real crates".to_vec();
@@ -414,10 +413,7 @@ async fn a_guest_with_a_crates_io_dependency_runs_in_the_sandbox() {
         .unwrap()
         .await
         .unwrap();
-    let expected: String = sha2::Sha256::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let expected = common::sha256_hex(&data);
     assert_eq!(hex, expected);
     // The same function natively gives the same answer.
     assert_eq!(digest_task::sha256(data), expected);

@@ -5,32 +5,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use asyncer::{LogLevel, TaskOptions, TaskUpdate};
-use common::{executor, finished, heavy, progress_of, updates_of};
+use common::{executor, finished, heavy, progress_of, updates_of, Captured};
 use heavy::{HeavyInput, HeavyOutput, REPORTING_STEPS};
-
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 #[tokio::test]
 async fn progress_and_logs_reach_the_updates_the_handle_and_tracing_in_the_guests_order() {

@@ -362,7 +362,7 @@ async fn the_executor_reports_each_layer_and_honours_layers_turned_off() {
         .env("ASYNCER_WORKER", WORKER)
         .output()
         .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let json = common::json_of(&output);
     for layer in SandboxLayer::ALL {
         assert_eq!(json["sandbox"][layer.as_str()]["state"], "active", "{json}");
     }
@@ -451,14 +451,7 @@ async fn only_approved_modules_load_and_nothing_else_is_compiled() {
 fn the_cli_refuses_modules_off_its_allow_list_with_exit_code_2() {
     let scratch = tempfile::tempdir().unwrap();
     let list = scratch.path().join("approved.txt");
-    let faults_hash = {
-        use sha2::Digest;
-        let bytes = std::fs::read(asyncer_tests::FAULTS).unwrap();
-        sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let faults_hash = common::sha256_hex(&std::fs::read(asyncer_tests::FAULTS).unwrap());
     std::fs::write(
         &list,
         format!("# approved modules\n{faults_hash}  # faults\n"),
@@ -479,8 +472,7 @@ fn the_cli_refuses_modules_off_its_allow_list_with_exit_code_2() {
             .env("ASYNCER_WORKER", WORKER)
             .output()
             .unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+        let json = common::json_of(&output);
         (output.status.code(), json)
     };
     let (code, json) = run(&["--allow-module-hashes", list.to_str().unwrap()]);
@@ -489,14 +481,7 @@ fn the_cli_refuses_modules_off_its_allow_list_with_exit_code_2() {
     let (code, json) = run(&["--allow-module-hash", &faults_hash]);
     assert_eq!(code, Some(2), "{json}");
     // Approved, it runs.
-    let heavy_hash = {
-        use sha2::Digest;
-        let bytes = std::fs::read(asyncer_tests::HEAVY).unwrap();
-        sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let heavy_hash = common::sha256_hex(&std::fs::read(asyncer_tests::HEAVY).unwrap());
     let (code, json) = run(&[
         "--allow-module-hash",
         &faults_hash,
@@ -562,8 +547,7 @@ fn every_layer_is_active_for_an_unprivileged_user_too() {
             .unwrap()
     };
     let output = as_nobody(&["inspect", "--sandbox", "--json"]);
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    let json = common::json_of(&output);
     for layer in SandboxLayer::ALL {
         assert_eq!(json["sandbox"][layer.as_str()]["state"], "active", "{json}");
     }
@@ -576,8 +560,7 @@ fn every_layer_is_active_for_an_unprivileged_user_too() {
         "0a",
         "--json",
     ]);
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    let json = common::json_of(&output);
     assert_eq!(json["status"], "ok", "{json}");
     assert_eq!(json["output_hex"], "9d02", "{json}");
 }

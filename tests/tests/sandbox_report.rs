@@ -6,25 +6,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use asyncer::{Executor, LayerState, SandboxLayer, SandboxSettings};
-use common::{faults, WORKER};
-
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use common::{faults, Captured, WORKER};
 
 #[tokio::test]
 async fn a_layer_the_worker_lacks_is_reported_and_logged_once() {
@@ -63,7 +46,7 @@ async fn a_layer_the_worker_lacks_is_reported_and_logged_once() {
         assert_eq!(sum, 3);
     }
     exec.shutdown(std::time::Duration::from_secs(5)).await;
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let text = captured.text();
     let warnings = text.matches("without part of their own sandbox").count();
     assert_eq!(warnings, 1, "{text}");
     assert!(text.contains("rlimits: partial"), "{text}");

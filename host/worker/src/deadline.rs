@@ -92,11 +92,6 @@ pub(crate) fn start() {
     ticker();
 }
 
-/// Whether the ticker thread exists.
-pub(crate) fn started() -> bool {
-    TICKER.get().is_some()
-}
-
 /// Runs `job` on the ticker thread and returns its result.
 pub(crate) fn run_on_ticker<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> R {
     let (done, result) = mpsc::sync_channel(1);

@@ -609,10 +609,9 @@ mod os {
             Ok(status) => status,
             Err(e) => return LayerState::Unavailable(e.to_string()),
         };
+        // `lock_down` started the deadline thread before this.
         if let Ok(for_ticker) = for_ticker {
-            if crate::deadline::started() {
-                let _ = crate::deadline::run_on_ticker(move || for_ticker.restrict_self().is_ok());
-            }
+            let _ = crate::deadline::run_on_ticker(move || for_ticker.restrict_self().is_ok());
         }
         match status.ruleset {
             RulesetStatus::FullyEnforced => LayerState::Active,

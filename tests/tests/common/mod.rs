@@ -157,3 +157,48 @@ pub fn finished(updates: &[TaskUpdate]) -> &TaskEvent {
         other => panic!("the last update is not the completion: {other:?}"),
     }
 }
+
+/// The hex SHA-256 of `bytes` (what `Module::hash` shows for module bytes).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The one JSON object a CLI run printed on stdout.
+pub fn json_of(output: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let value: serde_json::Value = serde_json::from_str(lines.next().expect("one line of JSON"))
+        .unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {text} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    assert!(lines.next().is_none(), "exactly one JSON object: {text}");
+    value
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
