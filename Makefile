@@ -3,11 +3,24 @@
 
 CARGO ?= cargo
 
-.PHONY: run test setup install-nats-server lint bench examples fanout untrusted typed cluster
+.PHONY: run test setup install-nats-server check-c-guest-tools install-c-guest-tools lint bench examples fanout untrusted typed cluster
 
 setup:
 	rustup target add wasm32-wasip1
 	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || $(MAKE) --no-print-directory install-nats-server
+	@$(MAKE) --no-print-directory check-c-guest-tools 2>/dev/null || $(MAKE) --no-print-directory install-c-guest-tools
+
+# The C guest (guest-tasks/c) is built by the tests with clang and wasi-libc.
+check-c-guest-tools:
+	@printf 'int x;\n' | clang --target=wasm32-wasi -mexec-model=reactor -x c -o /dev/null - >/dev/null 2>&1
+
+install-c-guest-tools:
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  PACKAGES="clang lld wasi-libc libclang-rt-dev-wasm32"; \
+	  $$SUDO apt-get install -y $$PACKAGES >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update >/dev/null 2>&1 && $$SUDO apt-get install -y $$PACKAGES >/dev/null 2>&1; } || \
+	  { echo "make: the C guest needs clang and wasi-libc: apt-get install $$PACKAGES"; exit 1; }
 
 # The cluster tests and `make cluster` start real nats-server processes:
 # Debian's package, installed as root or with password-less sudo.

@@ -86,7 +86,45 @@ fn main() {
             wasm.display().to_string()
         ));
     }
+    consts.push_str(&format!(
+        "/// Path of the C guest (`guest-tasks/c/tasks.c`).\npub const C_TASKS: &str = {:?};\n",
+        build_c_guest(workspace, &out_dir).display().to_string()
+    ));
     std::fs::write(out_dir.join("guests.rs"), consts).expect("cannot write guests.rs");
+}
+
+/// Builds the C guest with clang and wasi-libc (Debian's `clang`, `lld`,
+/// `wasi-libc` and `libclang-rt-dev-wasm32`, which `make test` installs), the
+/// command ABI.md gives; `CLANG` names another clang.
+fn build_c_guest(workspace: &Path, out_dir: &Path) -> PathBuf {
+    let dir = workspace.join("guest-tasks/c");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    println!("cargo:rerun-if-env-changed=CLANG");
+    let clang = env::var_os("CLANG").unwrap_or_else(|| "clang".into());
+    let wasm = out_dir.join("c_tasks.wasm");
+    let status = Command::new(&clang)
+        .args([
+            "--target=wasm32-wasi",
+            "-O2",
+            "-mexec-model=reactor",
+            "-s",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-o",
+        ])
+        .arg(&wasm)
+        .arg(dir.join("tasks.c"))
+        .status();
+    match status {
+        Ok(status) if status.success() => wasm,
+        outcome => panic!(
+            "building the C guest with {} failed ({outcome:?}); the tests need clang, lld and \
+             wasi-libc for wasm32: run `make setup` (or `apt-get install clang lld wasi-libc \
+             libclang-rt-dev-wasm32`)",
+            clang.to_string_lossy()
+        ),
+    }
 }
 
 /// The directories of the guest packages and of every path dependency they

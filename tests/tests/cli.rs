@@ -6,16 +6,13 @@ mod common;
 use common::json_of;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-const CLI: &str = env!("CARGO_BIN_EXE_test-cli");
-
 fn cli(args: &[&str]) -> Output {
-    Command::new(CLI)
+    common::cli_command()
         .args(args)
-        .env("ASYNCER_WORKER", common::WORKER)
         .output()
         .expect("the CLI runs")
 }

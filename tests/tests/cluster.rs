@@ -16,8 +16,6 @@ use asyncer_cluster::{ClusterBackend, ClusterError, ClusterOptions, Connection};
 use common::WORKER;
 use faults::Pair;
 
-/// The test CLI, which serves as a worker host.
-const CLI: &str = env!("CARGO_BIN_EXE_test-cli");
 /// A host's lease in these tests: short, so that a dead host costs little.
 const ACK_WAIT: &str = "2s";
 /// Deliveries before `worker_lost`.
@@ -155,7 +153,7 @@ fn host(server: &Server, name: &str) -> Process {
 /// A worker host of the servers at `urls`, with the tests' lease and
 /// deliveries, and `settings`.
 fn host_at(urls: &str, name: &str, settings: &[&str]) -> Process {
-    let child = Command::new(CLI)
+    let child = common::cli_command()
         .args(["serve", "--nats", urls, "--name", name])
         .args([
             "--ack-wait",
@@ -759,10 +757,9 @@ async fn the_cli_runs_a_task_through_the_cluster_with_the_same_json_plus_host_an
     let output = tokio::task::spawn_blocking({
         let url = server.url();
         move || {
-            Command::new(CLI)
+            common::cli_command()
                 .args(["run", "--nats", &url, asyncer_tests::FAULTS, "add"])
                 .args(["--input-hex", "0203", "--json"])
-                .env("ASYNCER_WORKER", WORKER)
                 .output()
                 .expect("the CLI runs")
         }

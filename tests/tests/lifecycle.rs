@@ -391,7 +391,7 @@ async fn workers_run_hardened_with_three_fds_and_no_core_dumps() {
 async fn workers_die_with_their_host() {
     let _one = ONE_AT_A_TIME.lock().await;
     // A host process of its own: the CLI running a 30 s task.
-    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_test-cli"))
+    let mut host = common::cli_command()
         .args([
             "run",
             asyncer_tests::FAULTS,
@@ -399,7 +399,6 @@ async fn workers_die_with_their_host() {
             "--input-hex",
             "b0ea01",
         ])
-        .env("ASYNCER_WORKER", common::WORKER)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -357,9 +357,8 @@ async fn the_executor_reports_each_layer_and_honours_layers_turned_off() {
     assert_eq!(status.get(SandboxLayer::Seccomp), &LayerState::Off);
     assert_eq!(status.get(SandboxLayer::Landlock), &LayerState::Active);
     // The CLI says the same.
-    let output = Command::new(CLI)
+    let output = common::cli_command()
         .args(["inspect", "--sandbox", "--json"])
-        .env("ASYNCER_WORKER", WORKER)
         .output()
         .unwrap();
     let json = common::json_of(&output);
@@ -467,11 +466,7 @@ fn the_cli_refuses_modules_off_its_allow_list_with_exit_code_2() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        let output = Command::new(CLI)
-            .args(&args)
-            .env("ASYNCER_WORKER", WORKER)
-            .output()
-            .unwrap();
+        let output = common::cli_command().args(&args).output().unwrap();
         let json = common::json_of(&output);
         (output.status.code(), json)
     };

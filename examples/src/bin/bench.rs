@@ -48,7 +48,8 @@ struct Args {
     #[arg(long)]
     layers: bool,
     /// Only these groups of rows, comma-separated: noop, sandbox, heavy,
-    /// compute, progress, payload, cluster, ticker, memory (default: all).
+    /// compute, progress, payload, cluster, ticker, memory, cli (default:
+    /// all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -742,6 +743,49 @@ async fn memory_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// `asyncer run` of a small task, whole command, with the compile cache
+/// empty (a compile) and filled by an earlier run (none), for each guest.
+fn cli_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let cli = std::env::current_exe()?.with_file_name("asyncer");
+    let worker = which_worker()?;
+    let run = |module: &str, task: &str, input: &str, cache: &Path| -> Result<f64> {
+        let start = Instant::now();
+        let status = std::process::Command::new(&cli)
+            .args(["run", module, task, "--input-hex", input, "--cache-dir"])
+            .arg(cache)
+            .env("ASYNCER_WORKER", &worker)
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("cannot run {}", cli.display()))?;
+        anyhow::ensure!(status.success(), "asyncer run {module} {task}: {status}");
+        Ok(ms(start.elapsed()))
+    };
+    for (module, task, input) in [
+        (asyncer_tests::HEAVY, "sum_squares", "0a"),
+        (asyncer_tests::DIGEST, "sha256", "00"),
+    ] {
+        let (mut cold, mut warm) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            let dir = tempfile::tempdir()?;
+            cold.push(run(module, task, input, &dir.path().join("cache"))?);
+            warm.push(run(module, task, input, &dir.path().join("cache"))?);
+        }
+        let (cold, warm) = (median(cold), median(warm));
+        let name = Path::new(module)
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let size = std::fs::metadata(module)?.len();
+        rows.push(Row {
+            what: format!("`asyncer run` {name} ({} KiB), cache filled", size >> 10),
+            value: format!("{warm:.1} ms"),
+            baseline: format!("{cold:.1} ms (empty cache: compiles)"),
+            ratio: format!("{:.2}x", warm / cold),
+        });
+    }
+    Ok(())
+}
+
 fn which_worker() -> Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     Ok(exe.with_file_name(asyncer::WORKER_PROGRAM))
@@ -801,6 +845,10 @@ async fn main() -> Result<()> {
             if args.wants("memory") {
                 eprintln!("memory...");
                 memory_rows(&args, &mut rows).await?;
+            }
+            if args.wants("cli") {
+                eprintln!("the CLI's compile cache...");
+                cli_rows(&args, &mut rows)?;
             }
             println!(
                 "machine: {} cores, {}; medians of {} runs",

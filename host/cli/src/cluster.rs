@@ -105,6 +105,8 @@ pub(crate) struct ServeArgs {
     /// `module_not_allowed`, and its module is not even fetched.
     #[command(flatten)]
     pub(crate) guard: crate::GuardArgs,
+    #[command(flatten)]
+    pub(crate) cache: crate::CacheArgs,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -112,7 +114,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("asyncer serve: --nats URL is required");
         return ExitCode::from(crate::BAD_USAGE);
     };
-    let mut builder = match args.guard.apply(Executor::builder()) {
+    let mut builder = match args.guard.apply(args.cache.apply(Executor::builder())) {
         Ok(builder) => builder,
         Err(e) => {
             eprintln!("asyncer serve: {e}");

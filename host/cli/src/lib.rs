@@ -44,8 +44,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use asyncer::{
-    Capabilities, Error, Executor, ExecutorBuilder, LayerState, Limits, Module, SandboxSettings,
-    TaskOptions, TaskUpdate,
+    ArtifactCache, CacheEntry, Capabilities, Error, Executor, ExecutorBuilder, LayerState, Limits,
+    Module, SandboxSettings, TaskOptions, TaskUpdate,
 };
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -76,6 +76,11 @@ enum Command {
     /// SIGTERM or SIGINT (then drains: stops pulling, lets running tasks
     /// finish within --grace, hands back the rest, exits 0).
     Serve(cluster::ServeArgs),
+    /// Lists or clears the compiled-module cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Lists a module's tasks and imports, and whether it is valid; or,
     /// with --sandbox, how the worker processes' own sandbox stands here.
     Inspect {
@@ -91,7 +96,82 @@ enum Command {
         json: bool,
         #[command(flatten)]
         guard: GuardArgs,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Lists the cached artifacts, most recently used first.
+    Ls {
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes every cached artifact.
+    Clear {
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where compiled modules are kept between runs.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct CacheArgs {
+    /// Keeps compiled modules in DIR between runs (default: the platform's
+    /// cache directory, `$XDG_CACHE_HOME/asyncer` or `~/.cache/asyncer`).
+    #[arg(long, value_name = "DIR", env = "ASYNCER_CACHE_DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// The cache's size bound (default 1GiB): past it, the least recently
+    /// used artifacts are removed.
+    #[arg(long, value_name = "SIZE", env = "ASYNCER_CACHE_MAX_SIZE", value_parser = parse_size)]
+    pub(crate) cache_max_size: Option<u64>,
+    /// Compiles into a temporary cache removed at exit (nothing is kept).
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The cache directory to use, if any.
+    fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir
+            .clone()
+            .or_else(|| dirs::cache_dir().map(|dir| dir.join("asyncer")))
+    }
+
+    /// `builder` with the cache directory and bound applied. A directory
+    /// given (flag or environment) must work, else the executor reports it;
+    /// the default one is skipped, with a warning, when it cannot be made
+    /// (a user without a home directory still runs tasks, compiling each
+    /// time).
+    pub(crate) fn apply(&self, mut builder: ExecutorBuilder) -> ExecutorBuilder {
+        if let Some(max) = self.cache_max_size {
+            builder = builder.cache_max_bytes(max);
+        }
+        match (self.dir(), &self.cache_dir) {
+            (Some(dir), Some(_)) => builder.cache_dir(dir),
+            (Some(dir), None) => match ArtifactCache::open(&dir) {
+                Ok(_) => builder.cache_dir(dir),
+                Err(e) => {
+                    eprintln!(
+                        "asyncer: warning: {e}; modules are compiled on every run \
+                         (--cache-dir DIR or ASYNCER_CACHE_DIR to keep them, --no-cache to say so)"
+                    );
+                    builder
+                }
+            },
+            (None, _) => builder,
+        }
+    }
 }
 
 /// Which code may run, and the worker processes' own sandbox.
@@ -182,6 +262,8 @@ struct RunArgs {
     cluster: cluster::NatsArgs,
     #[command(flatten)]
     guard: GuardArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -228,6 +310,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ASYNCER_LOG")
                 .unwrap_or_else(|_| "off".into()),
@@ -247,18 +330,21 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Serve(args) => cluster::serve(args).await,
+            Command::Cache { action } => cache(action),
             Command::Inspect {
                 sandbox: true,
                 json,
                 guard,
+                cache,
                 ..
-            } => inspect_sandbox(&guard, json).await,
+            } => inspect_sandbox(&guard, &cache, json).await,
             Command::Inspect {
                 module: Some(module),
                 json,
                 guard,
+                cache,
                 ..
-            } => inspect(module, &guard, json).await,
+            } => inspect(module, &guard, &cache, json).await,
             Command::Inspect { json, .. } => {
                 usage_error(json, "invalid_config", "inspect needs MODULE or --sandbox")
             }
@@ -329,7 +415,7 @@ async fn run(args: RunArgs) -> ExitCode {
     }
 
     let builder = Executor::builder().max_processes(1).limits(limits.clone());
-    let mut builder = match args.guard.apply(builder) {
+    let mut builder = match args.guard.apply(args.cache.apply(builder)) {
         Ok(builder) => builder,
         Err(e) => return usage_error(args.json, "invalid_config", &e),
     };
@@ -442,16 +528,16 @@ async fn run(args: RunArgs) -> ExitCode {
 }
 
 /// An executor of one process with `guard` applied, or the usage error.
-fn one_process(guard: &GuardArgs, json: bool) -> Result<Executor, ExitCode> {
+fn one_process(guard: &GuardArgs, cache: &CacheArgs, json: bool) -> Result<Executor, ExitCode> {
     guard
-        .apply(Executor::builder().max_processes(1))
+        .apply(cache.apply(Executor::builder().max_processes(1)))
         .map_err(|e| usage_error(json, "invalid_config", &e))?
         .build()
         .map_err(|e| usage_error(json, e.kind().as_str(), &e.to_string()))
 }
 
-async fn inspect_sandbox(guard: &GuardArgs, json: bool) -> ExitCode {
-    let exec = match one_process(guard, json) {
+async fn inspect_sandbox(guard: &GuardArgs, cache: &CacheArgs, json: bool) -> ExitCode {
+    let exec = match one_process(guard, cache, json) {
         Ok(exec) => exec,
         Err(code) => return code,
     };
@@ -492,8 +578,8 @@ fn add_guest_streams(value: &mut Value, event: Option<&asyncer::TaskEvent>) {
     value["stderr_dropped"] = json!(event.map(|e| e.stderr_dropped));
 }
 
-async fn inspect(path: PathBuf, guard: &GuardArgs, json: bool) -> ExitCode {
-    let exec = match one_process(guard, json) {
+async fn inspect(path: PathBuf, guard: &GuardArgs, cache: &CacheArgs, json: bool) -> ExitCode {
+    let exec = match one_process(guard, cache, json) {
         Ok(exec) => exec,
         Err(code) => return code,
     };
@@ -516,6 +602,88 @@ async fn inspect(path: PathBuf, guard: &GuardArgs, json: bool) -> ExitCode {
             ExitCode::from(BAD_USAGE)
         }
     }
+}
+
+/// `asyncer cache ls|clear`.
+fn cache(action: CacheAction) -> ExitCode {
+    let (CacheAction::Ls { cache, json } | CacheAction::Clear { cache, json }) = &action;
+    let Some(dir) = cache.dir() else {
+        return usage_error(
+            *json,
+            "invalid_config",
+            "no cache directory (--no-cache, or no home directory)",
+        );
+    };
+    // Listing a cache that was never made shows it empty, without making it.
+    if matches!(action, CacheAction::Ls { .. }) && !dir.exists() {
+        return print_cache(&dir, &[], *json);
+    }
+    let opened = ArtifactCache::open(&dir);
+    let result = opened.and_then(|store| match action {
+        CacheAction::Ls { .. } => store
+            .entries()
+            .map(|entries| print_cache(&dir, &entries, *json)),
+        CacheAction::Clear { .. } => store.clear().map(|cleared| {
+            if *json {
+                print_json(&json!({
+                    "dir": dir.display().to_string(),
+                    "removed_files": cleared.files,
+                    "removed_bytes": cleared.bytes,
+                }));
+            } else {
+                println!(
+                    "removed {} artifacts ({}) from {}",
+                    cleared.files,
+                    bytesize::ByteSize::b(cleared.bytes),
+                    dir.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }),
+    });
+    result.unwrap_or_else(|e| usage_error(*json, e.kind().as_str(), &e.to_string()))
+}
+
+fn print_cache(dir: &std::path::Path, entries: &[CacheEntry], json: bool) -> ExitCode {
+    let total: u64 = entries.iter().map(|e| e.bytes).sum();
+    let when = |e: &CacheEntry| humantime::format_rfc3339_seconds(e.last_used).to_string();
+    if json {
+        let artifacts: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "module_hash": e.module_hash,
+                    "flavor": e.flavor,
+                    "engine": e.engine,
+                    "bytes": e.bytes,
+                    "last_used": when(e),
+                    "path": e.path.display().to_string(),
+                })
+            })
+            .collect();
+        print_json(&json!({
+            "dir": dir.display().to_string(),
+            "total_bytes": total,
+            "artifacts": artifacts,
+        }));
+    } else {
+        println!(
+            "{}: {} artifacts, {}",
+            dir.display(),
+            entries.len(),
+            bytesize::ByteSize::b(total)
+        );
+        for e in entries {
+            println!(
+                "{}  {:<10}  {:>10}  {}",
+                e.module_hash,
+                e.flavor,
+                bytesize::ByteSize::b(e.bytes).to_string(),
+                when(e)
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn print_module(module: &Module, json: bool) {

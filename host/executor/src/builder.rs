@@ -11,7 +11,7 @@ use crate::locate::locate_worker;
 use crate::module::Compiler;
 use crate::pool::{Pool, PoolMode, WarmOptions};
 use crate::runner::Runner;
-use crate::{Capabilities, Error, Executor, Limits, SandboxSettings};
+use crate::{ArtifactCache, Capabilities, Error, Executor, Limits, SandboxSettings};
 
 /// Configures an [`Executor`]; made by [`Executor::builder`].
 ///
@@ -35,6 +35,7 @@ pub struct ExecutorBuilder {
     max_processes: Option<usize>,
     worker: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    cache_max_bytes: Option<u64>,
     limits: Limits,
     capabilities: Capabilities,
     prestart: usize,
@@ -200,10 +201,15 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Keep precompiled artifacts in `dir` (created if missing) so that they
-    /// survive the process; by default a private temporary directory is used
-    /// and removed with the executor. The directory must be trusted: workers
-    /// load native code from it.
+    /// Keep precompiled artifacts in `dir` (created if missing, private to
+    /// this user) so that they survive the process: a module whose artifact
+    /// is there is loaded without compiling, by any executor or process that
+    /// shares the directory (see [`ArtifactCache`](crate::ArtifactCache)).
+    /// By default a private temporary directory is used and removed with the
+    /// executor. The directory must be trusted, since workers run the native
+    /// code in it: [`build`](Self::build) refuses one that another user owns
+    /// or may write to. It is kept within
+    /// [`cache_max_bytes`](Self::cache_max_bytes).
     ///
     /// # Examples
     /// ```no_run
@@ -218,6 +224,15 @@ impl ExecutorBuilder {
     /// ```
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// The size bound of the [`cache_dir`](Self::cache_dir) (default
+    /// [`ArtifactCache::DEFAULT_MAX_BYTES`](crate::ArtifactCache::DEFAULT_MAX_BYTES),
+    /// 1 GiB): past it, the least recently used artifacts are removed
+    /// whenever a new one is written.
+    pub fn cache_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.cache_max_bytes = Some(max_bytes);
         self
     }
 
@@ -401,11 +416,15 @@ impl ExecutorBuilder {
             .prefix("asyncer-")
             .tempdir()
             .map_err(|e| Error::cache(std::env::temp_dir(), e))?;
-        let cache_dir = self.cache_dir.unwrap_or_else(|| temp.path().join("cache"));
+        let cache = match self.cache_dir {
+            Some(dir) => ArtifactCache::open(dir)?.with_max_bytes(
+                self.cache_max_bytes
+                    .unwrap_or(ArtifactCache::DEFAULT_MAX_BYTES),
+            ),
+            None => ArtifactCache::open(temp.path().join("cache"))?,
+        };
         let work_dir = temp.path().join("work");
-        for dir in [&cache_dir, &work_dir] {
-            std::fs::create_dir_all(dir).map_err(|e| Error::cache(dir, e))?;
-        }
+        std::fs::create_dir_all(&work_dir).map_err(|e| Error::cache(&work_dir, e))?;
         let mode = PoolMode {
             warm: self.warm,
             prestart: self.prestart,
@@ -416,7 +435,7 @@ impl ExecutorBuilder {
         // The compiler keeps the private directories for as long as the
         // executor or a task that may run needs them.
         let compiler = Arc::new(
-            Compiler::new(cache_dir).keeping(temp).allowing(
+            Compiler::new(cache).keeping(temp).allowing(
                 self.allowed_modules
                     .map(|hashes| hashes.into_iter().collect()),
             ),

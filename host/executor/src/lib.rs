@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod cache;
 mod capabilities;
 pub mod dispatch;
 mod error;
@@ -69,6 +70,7 @@ pub use asyncer_protocol::{
     SandboxStatus, TaskRef,
 };
 pub use builder::{ExecutorBuilder, TaskOptions};
+pub use cache::{ArtifactCache, CacheEntry, Cleared};
 pub use capabilities::{Capabilities, DirGrant};
 pub use error::{Error, ErrorKind};
 pub use event::{EventStream, LogEvent, ProgressEvent, TaskEvent, TaskUpdate, UpdateStream};

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use asyncer_protocol::{
-    EngineFlavor, ABI_ALLOC_EXPORT, ABI_HOST_MODULE, ABI_MEMORY_EXPORT, ABI_TASK_PREFIX,
-    ABI_WASI_MODULE,
+    EngineFlavor, ABI_ALLOC_EXPORT, ABI_HOST_MODULE, ABI_MEMORY_EXPORT, ABI_TASK_ALT_PREFIX,
+    ABI_TASK_PREFIX, ABI_WASI_MODULE,
 };
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, ExternType, ValType};
 
-use crate::{Capabilities, Error, Limits};
+use crate::{ArtifactCache, Capabilities, Error, Limits};
 
 /// A validated guest module, precompiled for the workers.
 ///
@@ -243,7 +243,7 @@ pub(crate) struct Artifact {
 pub(crate) struct Compiler {
     engines: Mutex<HashMap<EngineFlavor, Engine>>,
     modules: Mutex<HashMap<String, Module>>,
-    cache_dir: PathBuf,
+    cache: ArtifactCache,
     /// The executor's private directories (the cache, unless caller-given,
     /// and the workers' work directory), removed with the compiler.
     _dirs: Option<tempfile::TempDir>,
@@ -252,11 +252,11 @@ pub(crate) struct Compiler {
 }
 
 impl Compiler {
-    pub(crate) fn new(cache_dir: PathBuf) -> Self {
+    pub(crate) fn new(cache: ArtifactCache) -> Self {
         Compiler {
             engines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
-            cache_dir,
+            cache,
             _dirs: None,
             allowed: None,
         }
@@ -321,7 +321,7 @@ impl Compiler {
             return Ok(module);
         }
         let engine = self.engine(flavor)?;
-        let compiled = compile(&engine, &name, &bytes)?;
+        let (compiled, path) = self.compiled(&engine, &name, &hash, &bytes, flavor)?;
         let linker = asyncer_worker::new_linker(&engine).map_err(Error::link)?;
         let tasks = check_abi(&linker, &compiled).map_err(|message| Error::InvalidModule {
             message: format!("{name}: {message}"),
@@ -341,7 +341,11 @@ impl Compiler {
             limits: None,
             capabilities: None,
         };
-        let artifact = self.new_artifact(&module, flavor, engine, compiled)?;
+        let artifact = Artifact {
+            path: Arc::new(path),
+            compiled,
+            engine,
+        };
         module
             .inner
             .artifacts
@@ -372,25 +376,58 @@ impl Compiler {
             return Ok(artifact.clone());
         }
         let engine = self.engine(flavor)?;
-        let compiled = compile(&engine, &module.inner.name, &module.inner.bytes)?;
-        let artifact = self.new_artifact(module, flavor, engine, compiled)?;
+        let inner = &module.inner;
+        let (compiled, path) =
+            self.compiled(&engine, &inner.name, &inner.hash, &inner.bytes, flavor)?;
+        let artifact = Artifact {
+            path: Arc::new(path),
+            compiled,
+            engine,
+        };
         artifacts.insert(flavor, artifact.clone());
         Ok(artifact)
     }
 
-    /// Stores freshly compiled code in the cache and wraps it.
-    fn new_artifact(
+    /// The code of module `bytes` for `engine` and its artifact file: loaded
+    /// from the cache when an earlier compile (by any process sharing the
+    /// cache) left it there, else compiled and stored (blocking: CPU work).
+    fn compiled(
         &self,
-        module: &Module,
+        engine: &Engine,
+        name: &str,
+        hash: &str,
+        bytes: &[u8],
         flavor: EngineFlavor,
-        engine: Engine,
-        compiled: wasmtime::Module,
-    ) -> Result<Artifact, Error> {
-        Ok(Artifact {
-            path: Arc::new(self.store_artifact(module, flavor, &compiled)?),
-            compiled,
-            engine,
-        })
+    ) -> Result<(wasmtime::Module, PathBuf), Error> {
+        let path = self.cache.path_for(hash, flavor, engine);
+        if path.exists() {
+            match asyncer_worker::artifact::open(engine, &path) {
+                Ok(compiled) => {
+                    ArtifactCache::touch(&path);
+                    tracing::debug!(
+                        module = name,
+                        hash,
+                        ?flavor,
+                        "loaded from the artifact cache"
+                    );
+                    return Ok((compiled, path));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        module = name,
+                        file = %path.display(),
+                        error = %format!("{e:#}"),
+                        "a cached artifact cannot be loaded; compiling again"
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let compiled = compile(engine, name, bytes)?;
+        tracing::debug!(module = name, hash, ?flavor, "compiled");
+        let serialized = compiled.serialize().map_err(Error::engine)?;
+        self.cache.store(&path, &serialized)?;
+        Ok((compiled, path))
     }
 
     /// The artifact of `module` for `flavor` if it is already compiled.
@@ -405,34 +442,6 @@ impl Compiler {
             .lock()
             .expect("artifact map poisoned");
         artifacts.get(&flavor).cloned()
-    }
-
-    /// Writes the artifact under a content-addressed name, atomically, unless
-    /// it is already there.
-    fn store_artifact(
-        &self,
-        module: &Module,
-        flavor: EngineFlavor,
-        compiled: &wasmtime::Module,
-    ) -> Result<PathBuf, Error> {
-        let file = format!(
-            "{}-{}{}-{}.cwasm",
-            module.inner.hash,
-            if flavor.fuel { "f" } else { "" },
-            if flavor.epoch { "e" } else { "" },
-            compatibility_key(compiled.engine()),
-        );
-        let path = self.cache_dir.join(file);
-        if path.exists() {
-            return Ok(path);
-        }
-        let bytes = compiled.serialize().map_err(Error::engine)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.cache_dir)
-            .map_err(|e| Error::cache(&self.cache_dir, e))?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| Error::cache(tmp.path(), e))?;
-        tmp.persist(&path)
-            .map_err(|e| Error::cache(&path, e.error))?;
-        Ok(path)
     }
 }
 
@@ -479,7 +488,7 @@ fn check_abi(
                 }
                 has_alloc = true;
             }
-            (_, ty) if name.starts_with(ABI_TASK_PREFIX) => {
+            (_, ty) if task_name(name).is_some() => {
                 let ExternType::Func(ty) = ty else {
                     return Err(format!("export `{name}` must be a function"));
                 };
@@ -488,7 +497,7 @@ fn check_abi(
                         "task export `{name}` must have type (i32, i32) -> i64, not {ty}"
                     ));
                 }
-                tasks.push(name[ABI_TASK_PREFIX.len()..].to_owned());
+                tasks.push(task_name(name).unwrap_or_default().to_owned());
             }
             _ => {}
         }
@@ -505,11 +514,25 @@ fn check_abi(
     }
     if tasks.is_empty() {
         return Err(format!(
-            "the module exports no task (`{ABI_TASK_PREFIX}NAME` functions)"
+            "the module exports no task (`{ABI_TASK_PREFIX}NAME` or `{ABI_TASK_ALT_PREFIX}NAME` functions)"
         ));
     }
     tasks.sort();
+    if let Some(twice) = tasks.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(format!(
+            "task `{0}` is exported twice, as `{ABI_TASK_PREFIX}{0}` and `{ABI_TASK_ALT_PREFIX}{0}`",
+            twice[0]
+        ));
+    }
     Ok(tasks)
+}
+
+/// The task an export names, in either of the ABI's two namings.
+fn task_name(export: &str) -> Option<&str> {
+    export
+        .strip_prefix(ABI_TASK_PREFIX)
+        .or_else(|| export.strip_prefix(ABI_TASK_ALT_PREFIX))
+        .filter(|name| !name.is_empty())
 }
 
 fn signature_is(ty: &wasmtime::FuncType, params: &[ValType], results: &[ValType]) -> bool {
@@ -517,30 +540,6 @@ fn signature_is(ty: &wasmtime::FuncType, params: &[ValType], results: &[ValType]
         a.len() == b.len() && a.zip(b).all(|(x, y)| ValType::eq(&x, y))
     };
     same(&mut ty.params(), params) && same(&mut ty.results(), results)
-}
-
-/// Names what an engine's compiled code is compatible with, from wasmtime's
-/// own [`Engine::precompile_compatibility_hash`] (its version, target and
-/// every setting that changes compiled code): artifacts of engines that
-/// cannot load each other's code never share a cache file name.
-fn compatibility_key(engine: &Engine) -> String {
-    use std::hash::{Hash, Hasher};
-
-    /// Feeds `Hash` output to SHA-256: stable across builds and platforms,
-    /// unlike `DefaultHasher`.
-    struct Sha(Sha256);
-    impl Hasher for Sha {
-        fn write(&mut self, bytes: &[u8]) {
-            self.0.update(bytes);
-        }
-        fn finish(&self) -> u64 {
-            unreachable!("only the digest is read")
-        }
-    }
-
-    let mut hasher = Sha(Sha256::new());
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    hex(&hasher.0.finalize()[..8])
 }
 
 fn hex(bytes: &[u8]) -> String {

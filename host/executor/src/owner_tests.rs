@@ -73,7 +73,7 @@ const WAT: &str = r#"(module
 
 fn harness(slots: usize) -> Harness {
     let cache = tempfile::tempdir().expect("temp dir");
-    let compiler = Compiler::new(cache.path().to_owned());
+    let compiler = Compiler::new(crate::ArtifactCache::open(cache.path()).unwrap());
     let module = compiler
         .load_bytes(
             "t.wasm".into(),

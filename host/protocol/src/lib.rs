@@ -51,6 +51,11 @@ pub const ABI_ALLOC_EXPORT: &str = "asyncer_alloc";
 /// Guest ABI v1: each task `NAME` is exported as `task:NAME`,
 /// `(input_ptr: i32, input_len: i32) -> i64`.
 pub const ABI_TASK_PREFIX: &str = "task:";
+/// Guest ABI v1, the alternative naming for toolchains that can only export
+/// identifiers (AssemblyScript, among others): task `NAME` exported as
+/// `asyncer_task_NAME`, same type. A module may use both forms, but not
+/// both for one task.
+pub const ABI_TASK_ALT_PREFIX: &str = "asyncer_task_";
 /// Guest ABI v1: the WASI reactor initialiser, called once before any task.
 pub const ABI_INITIALIZE_EXPORT: &str = "_initialize";
 /// Guest ABI v1: the only import module a guest may use.

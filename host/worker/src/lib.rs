@@ -16,6 +16,7 @@
 //! locked before any guest code runs.
 #![warn(missing_docs)]
 
+pub mod artifact;
 mod capture;
 mod classify;
 mod deadline;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +11,8 @@ use std::time::Instant;
 use asyncer_protocol::{
     read_frame, write_frame, Capabilities, EngineFlavor, ErrorKind, Failure, FrameError, Limits,
     Reply, Request, SandboxSettings, Usage, WorkerMessage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT,
-    ABI_MEMORY_EXPORT, ABI_TASK_PREFIX, ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
+    ABI_MEMORY_EXPORT, ABI_TASK_ALT_PREFIX, ABI_TASK_PREFIX, ENVELOPE_ERR,
+    ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
 };
 use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -289,9 +291,13 @@ async fn call_task(
     let alloc = instance
         .get_typed_func::<i32, i32>(&mut *store, ABI_ALLOC_EXPORT)
         .map_err(|e| abi_violation(format!("`{ABI_ALLOC_EXPORT}`: {e}")))?;
-    let export = format!("{ABI_TASK_PREFIX}{}", task.task);
-    let func = match instance.get_func(&mut *store, &export) {
-        Some(func) => func
+    // `task:NAME`, or the alternative naming `asyncer_task_NAME`.
+    let found = [ABI_TASK_PREFIX, ABI_TASK_ALT_PREFIX]
+        .into_iter()
+        .map(|prefix| format!("{prefix}{}", task.task))
+        .find_map(|export| Some((instance.get_func(&mut *store, &export)?, export)));
+    let func = match found {
+        Some((func, export)) => func
             .typed::<(i32, i32), i64>(&*store)
             .map_err(|e| abi_violation(format!("`{export}` has the wrong signature: {e}")))?,
         None => {
@@ -435,17 +441,12 @@ impl WorkerCache {
         if let Some(module) = self.modules.get(&key) {
             return Ok(module.clone());
         }
-        // SAFETY: the artifact was written by the host's cache with
-        // `Module::serialize` for this very engine configuration, under a
-        // content-addressed name that is never rewritten while in use.
-        #[allow(unsafe_code)]
-        let module =
-            unsafe { Module::deserialize_file(engine, &request.artifact) }.map_err(|e| {
-                Failure::new(
-                    ErrorKind::CacheFailed,
-                    format!("cannot load artifact {}: {e:#}", request.artifact),
-                )
-            })?;
+        let module = crate::artifact::open(engine, Path::new(&request.artifact)).map_err(|e| {
+            Failure::new(
+                ErrorKind::CacheFailed,
+                format!("cannot load artifact {}: {e:#}", request.artifact),
+            )
+        })?;
         if self.modules.len() >= MAX_CACHED_MODULES {
             self.modules.clear();
         }

@@ -202,3 +202,16 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+/// The CLI built with these tests, set to use the test worker and a compile
+/// cache of the tests' own (never the user's).
+pub fn cli_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_test-cli"));
+    command
+        .env("ASYNCER_WORKER", WORKER)
+        .env("ASYNCER_CACHE_DIR", CLI_CACHE_DIR);
+    command
+}
+
+/// The compile cache of [`cli_command`].
+pub const CLI_CACHE_DIR: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/cli-cache");
