@@ -7,6 +7,9 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The package of WASI command programs (binaries, no task ABI).
+const COMMANDS_PACKAGE: &str = "wasi-commands";
+
 /// Guest packages to build, and the constant naming each one's `.wasm`.
 const GUESTS: &[(&str, &str)] = &[
     ("heavy", "HEAVY"),
@@ -43,6 +46,7 @@ fn main() {
     for (package, _) in GUESTS {
         cmd.args(["-p", package]);
     }
+    cmd.args(["-p", COMMANDS_PACKAGE]);
     // The outer build's settings are for the host, not for the guests.
     for var in [
         "RUSTFLAGS",
@@ -86,11 +90,84 @@ fn main() {
             wasm.display().to_string()
         ));
     }
+    let commands = commands(workspace, &target_dir, &out_dir);
+    consts.push_str(&format!(
+        "/// The directory of the WASI command programs (`NAME.wasm`, one a \
+         `guest-tasks/commands/src/bin` file).\npub const COMMANDS: &str = {:?};\n",
+        commands.display().to_string()
+    ));
+    consts.push_str(&format!(
+        "/// The command programs that have specs in `tests/wasi-suite`, with \
+         them, in wasi-testsuite's layout.\npub const WASI_SUITE: &str = {:?};\n",
+        wasi_suite(workspace, &commands, &out_dir)
+            .display()
+            .to_string()
+    ));
     consts.push_str(&format!(
         "/// Path of the C guest (`guest-tasks/c/tasks.c`).\npub const C_TASKS: &str = {:?};\n",
         build_c_guest(workspace, &out_dir).display().to_string()
     ));
     std::fs::write(out_dir.join("guests.rs"), consts).expect("cannot write guests.rs");
+}
+
+/// The command programs built from `guest-tasks/commands` (one `NAME.wasm`
+/// a `src/bin` file), in a directory of their own.
+fn commands(workspace: &Path, target_dir: &Path, out_dir: &Path) -> PathBuf {
+    let dir = out_dir.join("commands");
+    std::fs::create_dir_all(&dir).expect("cannot make the commands directory");
+    let bins = workspace.join("guest-tasks/commands/src/bin");
+    for entry in std::fs::read_dir(&bins).expect("the command programs") {
+        let path = entry.expect("a directory entry").path();
+        let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let wasm = target_dir
+            .join("wasm32-wasip1/release")
+            .join(format!("{name}.wasm"));
+        std::fs::copy(&wasm, dir.join(format!("{name}.wasm")))
+            .unwrap_or_else(|e| panic!("command {name} was not built at {}: {e}", wasm.display()));
+    }
+    dir
+}
+
+/// A directory in wasi-testsuite's layout: the specs and directories of
+/// `tests/wasi-suite`, copied fresh each build, beside the command program
+/// each spec is for.
+fn wasi_suite(workspace: &Path, commands: &Path, out_dir: &Path) -> PathBuf {
+    let specs = workspace.join("tests/wasi-suite");
+    println!("cargo:rerun-if-changed={}", specs.display());
+    let suite = out_dir.join("wasi-suite");
+    if suite.exists() {
+        std::fs::remove_dir_all(&suite).expect("cannot clear the old suite");
+    }
+    copy_tree(&specs, &suite);
+    for entry in std::fs::read_dir(&specs).expect("the suite's specs") {
+        let path = entry.expect("a directory entry").path();
+        let name = path
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if path.extension().is_some_and(|e| e == "json") && name != "manifest" {
+            let wasm = format!("{name}.wasm");
+            std::fs::copy(commands.join(&wasm), suite.join(&wasm))
+                .unwrap_or_else(|e| panic!("spec {name}.json has no command program: {e}"));
+        }
+    }
+    suite
+}
+
+/// Copies the directory `from` to `to`, files and directories.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("cannot make a suite directory");
+    for entry in std::fs::read_dir(from).expect("cannot read a suite directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("cannot copy a suite file");
+        }
+    }
 }
 
 /// Builds the C guest with clang and wasi-libc (Debian's `clang`, `lld`,
@@ -157,12 +234,14 @@ fn local_crates_of_guests(cargo: &std::ffi::OsStr, workspace: &Path) -> BTreeSet
     };
     let mut todo: Vec<PathBuf> = packages
         .iter()
-        .filter(|p| GUESTS.iter().any(|(name, _)| p["name"] == *name))
+        .filter(|p| {
+            GUESTS.iter().any(|(name, _)| p["name"] == *name) || p["name"] == COMMANDS_PACKAGE
+        })
         .map(dir_of)
         .collect();
     assert_eq!(
         todo.len(),
-        GUESTS.len(),
+        GUESTS.len() + 1,
         "every guest is a workspace member"
     );
     let mut seen = BTreeSet::new();

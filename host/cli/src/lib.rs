@@ -7,7 +7,10 @@
 //!             [--allow-dir-rw HOST[:GUEST]] [--env K=V] [--json]
 //!             [--allow-module-hash HEX]... [--allow-module-hashes FILE]
 //!             [--sandbox-off LAYER[,LAYER]]
+//! asyncer run MODULE.wasm --command [--arg A]... [--env K=V]...
+//!             [--allow-dir[-rw] HOST[:GUEST]]... [--input FILE] [--json]
 //! asyncer inspect MODULE.wasm [--json]
+//! asyncer cache ls|clear [--json] [--cache-dir DIR]
 //! asyncer inspect --sandbox [--json]
 //! ```
 //!
@@ -27,6 +30,17 @@
 //! `"error": {"guest_message"}`. Exit code 0: ok; 1: the task
 //! failed; 2: bad usage or unreadable module.
 //!
+//! `run --command` runs a WASI command module (one that exports `_start`)
+//! with those arguments, environment and grants, the input as its standard
+//! input: its stdout and stderr are passed through, or with `--json` the
+//! object adds `"exit_code"` (and `"stdout"`, `"stderr"` as above); exit
+//! code 0 only when the command exited 0, else 1 (a trap or a limit is an
+//! error as for a task).
+//!
+//! Compiled modules are kept in a cache (`--cache-dir`, `ASYNCER_CACHE_DIR`,
+//! default the platform's cache directory), so a second run of a module
+//! compiles nothing; `asyncer cache ls|clear` lists and empties it.
+//!
 //! The error kinds (`error.kind`): `invalid_module`, `no_such_task`,
 //! `decode`, `guest_error`, `guest_panic`, `trap`, `timeout`, `out_of_fuel`,
 //! `memory_limit`, `output_too_large`, `input_too_large`, `worker_crashed`,
@@ -44,8 +58,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use asyncer::{
-    ArtifactCache, CacheEntry, Capabilities, Error, Executor, ExecutorBuilder, LayerState, Limits,
-    Module, SandboxSettings, TaskOptions, TaskUpdate,
+    ArtifactCache, CacheEntry, Capabilities, CommandInput, CommandOutput, Error, Executor,
+    ExecutorBuilder, LayerState, Limits, Module, SandboxSettings, TaskOptions, TaskUpdate,
 };
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -230,7 +244,21 @@ struct RunArgs {
     /// The module (.wasm).
     module: PathBuf,
     /// The task name (the export is `task:NAME`).
-    task: String,
+    #[arg(required_unless_present = "command", conflicts_with = "command")]
+    task: Option<String>,
+    /// Runs the module as a WASI command (its `_start`): the input is its
+    /// standard input, and it gets --arg arguments, --env variables and
+    /// --allow-dir grants. Exit code 0 only when the command exited 0.
+    #[arg(long)]
+    command: bool,
+    /// An argument of the command (repeatable; needs --command).
+    #[arg(
+        long = "arg",
+        value_name = "A",
+        allow_hyphen_values = true,
+        requires = "command"
+    )]
+    args: Vec<String>,
     /// A file holding the postcard-encoded input.
     #[arg(long, conflicts_with = "input_hex")]
     input: Option<PathBuf>,
@@ -437,9 +465,22 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let mut updates = exec.updates();
     let options = TaskOptions::new().limits(limits).capabilities(capabilities);
-    let handle = match exec.submit_bytes_with(&module, &args.task, input, options) {
+    let submitted = match &args.task {
+        Some(task) => exec
+            .submit_bytes_with(&module, task, input, options)
+            .map(Submitted::Task),
+        None => exec
+            .submit_command_with(
+                &module,
+                CommandInput::new().args(&args.args).stdin(input),
+                options,
+            )
+            .map(Submitted::Command),
+    };
+    let handle = match submitted {
         Ok(handle) => handle,
-        // An unknown task name or an oversized input is bad usage.
+        // An unknown task name (or a module that is no command) or an
+        // oversized input is bad usage.
         Err(e) => return usage_error(args.json, e.kind().as_str(), &e.to_string()),
     };
     let uid = handle.uid().to_owned();
@@ -459,21 +500,49 @@ async fn run(args: RunArgs) -> ExitCode {
             None => break None,
         }
     };
-    let result = handle.await;
+    let result = handle.outcome().await;
     let wall_ms = event.as_ref().map(|e| e.wall_time.as_secs_f64() * 1000.0);
     let host = event.as_ref().and_then(|e| e.host.clone());
     let attempt = event.as_ref().map(|e| e.attempt);
     let fuel = event.as_ref().and_then(|e| e.fuel_consumed);
     let peak = event.as_ref().map(|e| e.peak_memory_bytes);
     if let Some(event) = &event {
-        if !args.json {
+        if !args.json && args.task.is_some() {
             // The guest's own output goes to stderr, so stdout stays the result.
             let _ = std::io::stderr().write_all(&event.stdout);
             let _ = std::io::stderr().write_all(&event.stderr);
         }
     }
     match result {
-        Ok(output) => {
+        Ok(Outcome::Exited(out)) => {
+            if args.json {
+                let mut value = json!({
+                    "uid": uid,
+                    "status": "ok",
+                    "output_hex": Value::Null,
+                    "error": Value::Null,
+                    "wall_ms": wall_ms,
+                    "fuel_consumed": fuel,
+                    "peak_memory_bytes": peak,
+                    "host": host,
+                    "attempt": attempt,
+                    "exit_code": out.exit_code,
+                });
+                add_guest_streams(&mut value, event.as_deref());
+                print_json(&value);
+            } else {
+                // A command's own streams are its result.
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&out.stdout).and_then(|()| stdout.flush());
+                let _ = std::io::stderr().write_all(&out.stderr);
+            }
+            if out.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(TASK_FAILED)
+            }
+        }
+        Ok(Outcome::Output(output)) => {
             if args.json {
                 let mut value = json!({
                     "uid": uid,
@@ -523,6 +592,34 @@ async fn run(args: RunArgs) -> ExitCode {
                 eprintln!("asyncer: {} ({})", error, error.kind());
             }
             ExitCode::from(TASK_FAILED)
+        }
+    }
+}
+
+/// The handle of what `run` submitted: a task or a WASI command.
+enum Submitted {
+    Task(asyncer::TaskHandle<Vec<u8>>),
+    Command(asyncer::TaskHandle<CommandOutput>),
+}
+
+/// What a task or a command gave back.
+enum Outcome {
+    Output(Vec<u8>),
+    Exited(CommandOutput),
+}
+
+impl Submitted {
+    fn uid(&self) -> &str {
+        match self {
+            Submitted::Task(handle) => handle.uid(),
+            Submitted::Command(handle) => handle.uid(),
+        }
+    }
+
+    async fn outcome(self) -> Result<Outcome, Error> {
+        match self {
+            Submitted::Task(handle) => handle.await.map(Outcome::Output),
+            Submitted::Command(handle) => handle.await.map(Outcome::Exited),
         }
     }
 }
@@ -693,6 +790,7 @@ fn print_module(module: &Module, json: bool) {
             "sha256": module.hash(),
             "valid": true,
             "tasks": module.tasks(),
+            "command": module.is_command(),
             "imports": module.imports(),
         }));
     } else {
@@ -700,6 +798,9 @@ fn print_module(module: &Module, json: bool) {
         println!("sha256: {}", module.hash());
         println!("valid: yes (guest ABI v1)");
         println!("tasks: {}", module.tasks().join(", "));
+        if module.is_command() {
+            println!("command: yes (WASI `_start`: run it with `asyncer run MODULE --command`)");
+        }
         println!("imports: {}", module.imports().join(", "));
     }
 }

@@ -76,6 +76,16 @@ impl Backend for ClusterBackend {
         let uploaded = self.uploaded.clone();
         Box::pin(async move {
             let started = SystemTime::now();
+            if task.command.is_some() {
+                // The task wire format has no command line yet.
+                return Run::new(
+                    Err(Error::InvalidConfig {
+                        message: "WASI commands run on local workers only, not through a cluster"
+                            .into(),
+                    }),
+                    started,
+                );
+            }
             let module = task.module.clone();
             match run_remote(&connection, &uploaded, task, &context).await {
                 Ok(result) => into_run(result, &module),

@@ -100,6 +100,15 @@ impl Capabilities {
         self
     }
 
+    /// These capabilities with `env` added, each variable replacing one of
+    /// the same name.
+    pub(crate) fn overriding_env(mut self, env: Vec<(String, String)>) -> Self {
+        self.env
+            .retain(|(key, _)| !env.iter().any(|(k, _)| k == key));
+        self.env.extend(env);
+        self
+    }
+
     /// The directories granted.
     ///
     /// # Examples

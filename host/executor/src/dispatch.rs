@@ -113,6 +113,10 @@ pub struct Assignment {
     pub limits: Limits,
     /// The task's capabilities (resolved like the limits).
     pub capabilities: Capabilities,
+    /// Set for a WASI command: run `_start` with these arguments (`argv`,
+    /// program name first) and `input` as standard input; the output is
+    /// then a postcard [`CommandOutput`](crate::CommandOutput).
+    pub command: Option<asyncer_protocol::CommandLine>,
 }
 
 /// What a [`Backend`] gets besides the task: where the guest's reports go,

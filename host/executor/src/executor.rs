@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use asyncer_protocol::TaskRef;
+use asyncer_protocol::{CommandLine, TaskRef, ABI_START_EXPORT};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -19,7 +19,9 @@ use crate::local::{blocking, run_in_process};
 use crate::module::{Compiler, Module};
 use crate::pool::{Pool, PoolMode};
 use crate::runner::Runner;
-use crate::{Capabilities, Error, ExecutorBuilder, Limits, TaskOptions};
+use crate::{
+    Capabilities, CommandInput, CommandOutput, Error, ExecutorBuilder, Limits, TaskOptions,
+};
 
 /// Runs guest tasks in worker processes, at most `max_processes` at a time.
 ///
@@ -556,6 +558,69 @@ impl Executor {
         self.inner.runner.abort().await;
     }
 
+    /// Queues a run of a WASI command module (one that exports `_start`):
+    /// its arguments, environment and standard input in `input`. The handle
+    /// resolves to how it exited and what it wrote; a non-zero exit code is
+    /// an outcome (`Ok`), a trap or a limit an error as for any task. Its
+    /// event names the task `_start`.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchTask`] (for `_start`) when the module is not a
+    /// command; [`Error::InputTooLarge`] for standard input over
+    /// `max_input_bytes`; [`Error::ShutDown`] after shutdown.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::CommandInput;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let tool = exec.load("grep.wasm").await?;
+    /// let out = exec
+    ///     .submit_command(&tool, CommandInput::new().arg("-c").arg("b").stdin("a\nb\nb\n"))?
+    ///     .await?;
+    /// assert_eq!((out.exit_code, out.stdout_text().as_str()), (0, "2\n"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn submit_command(
+        &self,
+        module: &Module,
+        input: CommandInput,
+    ) -> Result<TaskHandle<CommandOutput>, Error> {
+        self.submit_command_with(module, input, TaskOptions::new())
+    }
+
+    /// [`submit_command`](Self::submit_command) with a uid, limits or
+    /// capabilities (directory grants, environment) of the run's own.
+    ///
+    /// # Errors
+    /// As [`submit_command`](Self::submit_command).
+    pub fn submit_command_with(
+        &self,
+        module: &Module,
+        input: CommandInput,
+        options: TaskOptions,
+    ) -> Result<TaskHandle<CommandOutput>, Error> {
+        module.check_command()?;
+        let CommandInput { args, env, stdin } = input;
+        let argv = std::iter::once(module.name().to_owned())
+            .chain(args)
+            .collect();
+        let command = Command {
+            line: CommandLine { args: argv },
+            env,
+        };
+        self.enqueue_inner(
+            module,
+            ABI_START_EXPORT,
+            stdin,
+            options,
+            decode_postcard::<CommandOutput>,
+            Some(command),
+        )
+    }
+
     /// Resolves the task's limits and capabilities (task > module >
     /// executor), checks it, and hands it to the runner.
     fn enqueue<O>(
@@ -567,15 +632,35 @@ impl Executor {
         decode: fn(Vec<u8>) -> Result<O, Error>,
     ) -> Result<TaskHandle<O>, Error> {
         module.check_task(task)?;
+        self.enqueue_inner(module, task, input, options, decode, None)
+    }
+
+    /// [`enqueue`](Self::enqueue) after the task (or command) was checked.
+    fn enqueue_inner<O>(
+        &self,
+        module: &Module,
+        task: &str,
+        input: Vec<u8>,
+        options: TaskOptions,
+        decode: fn(Vec<u8>) -> Result<O, Error>,
+        command: Option<Command>,
+    ) -> Result<TaskHandle<O>, Error> {
         let settings = &self.inner.settings;
         let limits = options
             .limits
             .or_else(|| module.limits().cloned())
             .unwrap_or_else(|| settings.limits.clone());
-        let capabilities = options
+        let mut capabilities = options
             .capabilities
             .or_else(|| module.capabilities().cloned())
             .unwrap_or_else(|| settings.capabilities.clone());
+        let command = match command {
+            Some(Command { line, env }) => {
+                capabilities = capabilities.overriding_env(env);
+                Some(line)
+            }
+            None => None,
+        };
         if input.len() as u64 > limits.max_input_bytes() {
             return Err(Error::InputTooLarge {
                 size: input.len() as u64,
@@ -591,9 +676,16 @@ impl Executor {
             input,
             limits,
             capabilities,
+            command,
         };
         self.inner.runner.submit(assignment, decode)
     }
+}
+
+/// A command's line and the environment variables it adds.
+struct Command {
+    line: CommandLine,
+    env: Vec<(String, String)>,
 }
 
 /// The postcard bytes of a task's input.

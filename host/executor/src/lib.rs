@@ -51,6 +51,7 @@
 mod builder;
 mod cache;
 mod capabilities;
+mod command;
 pub mod dispatch;
 mod error;
 mod event;
@@ -72,6 +73,7 @@ pub use asyncer_protocol::{
 pub use builder::{ExecutorBuilder, TaskOptions};
 pub use cache::{ArtifactCache, CacheEntry, Cleared};
 pub use capabilities::{Capabilities, DirGrant};
+pub use command::{CommandInput, CommandOutput};
 pub use error::{Error, ErrorKind};
 pub use event::{EventStream, LogEvent, ProgressEvent, TaskEvent, TaskUpdate, UpdateStream};
 pub use executor::Executor;

@@ -43,6 +43,7 @@ impl Backend for LocalBackend {
                 input,
                 limits,
                 capabilities,
+                command,
                 ..
             } = task;
             let request = Request {
@@ -52,6 +53,7 @@ impl Backend for LocalBackend {
                 task: name,
                 limits: limits.to_wire(),
                 capabilities: capabilities.to_wire(),
+                command,
                 input,
             };
             let run = pool.run(request, limits.timeout(), &context).await;
@@ -175,6 +177,7 @@ pub(crate) async fn run_in_process(
         limits: &wire_limits,
         capabilities: &capabilities.to_wire(),
         sink: Some(sink),
+        command: None,
     })
     .await;
     reply.outcome.map_err(|failure| {

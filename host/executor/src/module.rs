@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use asyncer_protocol::{
-    EngineFlavor, ABI_ALLOC_EXPORT, ABI_HOST_MODULE, ABI_MEMORY_EXPORT, ABI_TASK_ALT_PREFIX,
-    ABI_TASK_PREFIX, ABI_WASI_MODULE,
+    EngineFlavor, ABI_ALLOC_EXPORT, ABI_HOST_MODULE, ABI_MEMORY_EXPORT, ABI_START_EXPORT,
+    ABI_TASK_ALT_PREFIX, ABI_TASK_PREFIX, ABI_WASI_MODULE,
 };
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, ExternType, ValType};
@@ -43,6 +43,8 @@ struct ModuleInner {
     hash: String,
     bytes: Arc<[u8]>,
     tasks: Vec<String>,
+    /// Exports `_start`: runs as a WASI command.
+    command: bool,
     imports: Vec<String>,
     /// Compiled code per engine flavor, made on first use.
     artifacts: Mutex<HashMap<EngineFlavor, Artifact>>,
@@ -216,6 +218,25 @@ impl Module {
             .is_ok()
     }
 
+    /// Whether the module is a WASI command (it exports `_start`): it runs
+    /// with [`Executor::submit_command`](crate::Executor::submit_command).
+    /// A module may be a command and have tasks too.
+    pub fn is_command(&self) -> bool {
+        self.inner.command
+    }
+
+    /// [`Error::NoSuchTask`] (for `_start`) unless the module is a command.
+    pub(crate) fn check_command(&self) -> Result<(), Error> {
+        if self.is_command() {
+            Ok(())
+        } else {
+            Err(Error::NoSuchTask {
+                task: ABI_START_EXPORT.to_owned(),
+                available: self.inner.tasks.clone(),
+            })
+        }
+    }
+
     pub(crate) fn check_task(&self, name: &str) -> Result<(), Error> {
         if self.has_task(name) {
             Ok(())
@@ -323,15 +344,17 @@ impl Compiler {
         let engine = self.engine(flavor)?;
         let (compiled, path) = self.compiled(&engine, &name, &hash, &bytes, flavor)?;
         let linker = asyncer_worker::new_linker(&engine).map_err(Error::link)?;
-        let tasks = check_abi(&linker, &compiled).map_err(|message| Error::InvalidModule {
-            message: format!("{name}: {message}"),
-        })?;
+        let (tasks, command) =
+            check_abi(&linker, &compiled).map_err(|message| Error::InvalidModule {
+                message: format!("{name}: {message}"),
+            })?;
         let module = Module {
             inner: Arc::new(ModuleInner {
                 name,
                 hash: hash.clone(),
                 bytes,
                 tasks,
+                command,
                 imports: compiled
                     .imports()
                     .map(|i| format!("{}::{}", i.module(), i.name()))
@@ -454,12 +477,14 @@ fn compile(engine: &Engine, name: &str, bytes: &[u8]) -> Result<wasmtime::Module
 
 /// Checks guest ABI v1: only WASI imports and the `asyncer` host module
 /// (all of them known, with the right types), a `memory`,
-/// `asyncer_alloc: (i32) -> i32`, and tasks `task:NAME: (i32, i32) -> i64`.
-/// Returns the sorted task names.
+/// `asyncer_alloc: (i32) -> i32`, and tasks `task:NAME: (i32, i32) -> i64`;
+/// or a WASI command (`_start: () -> ()`), which needs none of the three
+/// unless it has tasks too. Returns the sorted task names and whether the
+/// module is a command.
 fn check_abi(
     linker: &wasmtime::Linker<asyncer_worker::StoreState>,
     module: &wasmtime::Module,
-) -> Result<Vec<String>, String> {
+) -> Result<(Vec<String>, bool), String> {
     for import in module.imports() {
         if import.module() != ABI_WASI_MODULE && import.module() != ABI_HOST_MODULE {
             return Err(format!(
@@ -475,11 +500,23 @@ fn check_abi(
 
     let mut has_memory = false;
     let mut has_alloc = false;
+    let mut command = false;
     let mut tasks = Vec::new();
     for export in module.exports() {
         let name = export.name();
         match (name, export.ty()) {
             (ABI_MEMORY_EXPORT, ExternType::Memory(_)) => has_memory = true,
+            (ABI_START_EXPORT, ty) => {
+                let ExternType::Func(ty) = ty else {
+                    return Err(format!("`{ABI_START_EXPORT}` must be a function"));
+                };
+                if !signature_is(&ty, &[], &[]) {
+                    return Err(format!(
+                        "`{ABI_START_EXPORT}` must have type () -> (), not {ty}"
+                    ));
+                }
+                command = true;
+            }
             (ABI_ALLOC_EXPORT, ExternType::Func(ty)) => {
                 if !signature_is(&ty, &[ValType::I32], &[ValType::I32]) {
                     return Err(format!(
@@ -502,6 +539,10 @@ fn check_abi(
             _ => {}
         }
     }
+    // A pure command needs none of what tasks need.
+    if command && tasks.is_empty() {
+        return Ok((tasks, command));
+    }
     if !has_memory {
         return Err(format!(
             "the module exports no memory named `{ABI_MEMORY_EXPORT}`"
@@ -514,7 +555,8 @@ fn check_abi(
     }
     if tasks.is_empty() {
         return Err(format!(
-            "the module exports no task (`{ABI_TASK_PREFIX}NAME` or `{ABI_TASK_ALT_PREFIX}NAME` functions)"
+            "the module exports no task (`{ABI_TASK_PREFIX}NAME` or `{ABI_TASK_ALT_PREFIX}NAME` functions) \
+             and is no WASI command (`{ABI_START_EXPORT}`)"
         ));
     }
     tasks.sort();
@@ -524,7 +566,7 @@ fn check_abi(
             twice[0]
         ));
     }
-    Ok(tasks)
+    Ok((tasks, command))
 }
 
 /// The task an export names, in either of the ABI's two namings.

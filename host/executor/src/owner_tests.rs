@@ -108,6 +108,7 @@ impl Harness {
             input,
             limits: Limits::default(),
             capabilities: Capabilities::default(),
+            command: None,
         };
         self.runner.submit(assignment, raw).expect("accepted")
     }
@@ -329,6 +330,7 @@ async fn shutdown_lets_running_tasks_finish_within_the_grace() {
         input: vec![],
         limits: Limits::default(),
         capabilities: Capabilities::default(),
+        command: None,
     };
     assert!(
         matches!(runner.submit(assignment, raw), Err(Error::ShutDown)),
@@ -441,6 +443,7 @@ async fn a_queued_owner_is_a_small_future() {
             input: vec![],
             limits: Limits::default(),
             capabilities: Capabilities::default(),
+            command: None,
         },
         turn,
         cancel: cancel.child_token(),

@@ -17,6 +17,7 @@
 //!     input: vec![1, 2, 3],
 //!     limits: Limits::default(),
 //!     capabilities: Default::default(),
+//!     command: None,
 //! };
 //! let mut wire = Vec::new();
 //! write_frame(&mut wire, &request).unwrap();
@@ -40,7 +41,7 @@ pub use sandbox::{LayerState, SandboxLayer, SandboxSettings, SandboxStatus};
 /// First bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"ASYN";
 /// Version of the frame layout and of the message types below.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Bytes before a frame's body: magic, version, body length.
 pub const FRAME_HEADER_LEN: usize = 10;
 
@@ -145,6 +146,7 @@ impl<In, Out> std::fmt::Debug for TaskRef<In, Out> {
 ///         input: vec![],
 ///         limits: Default::default(),
 ///         capabilities: Default::default(),
+///         command: None,
 ///     }).unwrap(),
 /// ).unwrap();
 /// assert_eq!(request.task, "t");
@@ -163,6 +165,10 @@ pub struct Request {
     pub limits: Limits,
     /// What the guest may reach beyond its own memory (nothing by default).
     pub capabilities: Capabilities,
+    /// Set for a WASI command (`_start`) instead of a task: its arguments.
+    /// The input is then its standard input, and the output the postcard
+    /// encoding of a [`CommandOutput`].
+    pub command: Option<CommandLine>,
     /// The postcard-encoded input. Last, and a byte string on the wire, so
     /// that [`Request::frame_head`] lets a sender write it without copying.
     #[serde(with = "serde_bytes")]
@@ -179,6 +185,7 @@ struct RequestHead<'a> {
     task: &'a str,
     limits: &'a Limits,
     capabilities: &'a Capabilities,
+    command: &'a Option<CommandLine>,
 }
 
 impl Request {
@@ -196,6 +203,7 @@ impl Request {
     ///     task: "t".into(),
     ///     limits: Default::default(),
     ///     capabilities: Default::default(),
+    ///     command: None,
     ///     input: vec![1, 2, 3],
     /// };
     /// let mut wire = request.frame_head().unwrap();
@@ -213,8 +221,68 @@ impl Request {
             task: &self.task,
             limits: &self.limits,
             capabilities: &self.capabilities,
+            command: &self.command,
         };
         frame_head_with_tail(&head, &self.input)
+    }
+}
+
+/// The name of the export a WASI command module starts at.
+pub const ABI_START_EXPORT: &str = "_start";
+
+/// How a WASI command is invoked: its argument vector (the program's own
+/// name first, as `argv[0]`). Its environment travels in the
+/// [`Capabilities`], its standard input as the request's input.
+///
+/// # Examples
+/// ```
+/// let line = asyncer_protocol::CommandLine { args: vec!["tool.wasm".into(), "-v".into()] };
+/// assert_eq!(line.args[0], "tool.wasm");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandLine {
+    /// `argv`, program name included.
+    pub args: Vec<String>,
+}
+
+/// What a WASI command gave back: how it exited and what it wrote. A
+/// non-zero exit code is an outcome, not an error; a trap, a timeout or a
+/// limit is an error as for any task.
+///
+/// # Examples
+/// ```
+/// let out = asyncer_protocol::CommandOutput { exit_code: 0, stdout: b"hi\n".to_vec(), ..Default::default() };
+/// assert!(out.success());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutput {
+    /// The exit code: 0 when `_start` returned, else what `proc_exit` (C's
+    /// `exit`, Rust's `std::process::exit`) was given.
+    pub exit_code: i32,
+    /// Its standard output, up to the task's `max_log_bytes`.
+    pub stdout: Vec<u8>,
+    /// Its standard error, up to the same cap.
+    pub stderr: Vec<u8>,
+    /// Bytes of standard output dropped past the cap.
+    pub stdout_dropped: u64,
+    /// Bytes of standard error dropped past the cap.
+    pub stderr_dropped: u64,
+}
+
+impl CommandOutput {
+    /// Whether the command exited with code 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+
+    /// Its standard output as text (invalid UTF-8 replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Its standard error as text (invalid UTF-8 replaced).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
     }
 }
 
@@ -1036,6 +1104,7 @@ mod tests {
                 task: "echo".into(),
                 limits: Limits::default(),
                 capabilities: Capabilities::default(),
+                command: None,
                 input: (0..len).map(|i| i as u8).collect(),
             };
             let mut wire = request.frame_head().unwrap();
@@ -1102,6 +1171,7 @@ mod fuzz {
                 input,
                 limits: Limits { fuel, ..Limits::default() },
                 capabilities: Capabilities::default(),
+                command: epoch.then(|| CommandLine { args: vec!["prog".into(), "-v".into()] }),
             };
             let back: Request = decode_frame(&encode_frame(&request).unwrap()).unwrap();
             prop_assert_eq!(back, request);

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use asyncer_protocol::{
-    read_frame, write_frame, Capabilities, EngineFlavor, ErrorKind, Failure, FrameError, Limits,
-    Reply, Request, SandboxSettings, Usage, WorkerMessage, ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT,
-    ABI_MEMORY_EXPORT, ABI_TASK_ALT_PREFIX, ABI_TASK_PREFIX, ENVELOPE_ERR,
-    ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
+    read_frame, write_frame, Capabilities, CommandLine, CommandOutput, EngineFlavor, ErrorKind,
+    Failure, FrameError, Limits, Reply, Request, SandboxSettings, Usage, WorkerMessage,
+    ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT, ABI_MEMORY_EXPORT, ABI_START_EXPORT,
+    ABI_TASK_ALT_PREFIX, ABI_TASK_PREFIX, ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
 };
 use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::capture::Capture;
@@ -103,6 +104,9 @@ pub struct LoadedTask<'a> {
     pub capabilities: &'a Capabilities,
     /// Where the guest's progress and log records go (dropped when `None`).
     pub sink: Option<GuestSink>,
+    /// Set to run the module as a WASI command (`_start`) with these
+    /// arguments and `input` as its standard input, instead of `task`.
+    pub command: Option<&'a CommandLine>,
 }
 
 /// Runs one task of an already loaded module in a fresh store and instance.
@@ -144,6 +148,7 @@ pub struct LoadedTask<'a> {
 ///     limits: &Limits::default(),
 ///     capabilities: &Capabilities::default(),
 ///     sink: Some(sink),
+///     command: None,
 /// }));
 /// assert_eq!(reply.outcome, Ok(vec![7]));
 /// assert!(matches!(&records.lock().unwrap()[0], GuestMessage::Log(r) if r.message == "hi"));
@@ -156,6 +161,10 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
     let stderr = Capture::new(log_cap);
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(stdout.clone()).stderr(stderr.clone());
+    if let Some(command) = task.command {
+        wasi.args(&command.args)
+            .stdin(MemoryInputPipe::new(task.input.to_vec()));
+    }
     for (key, value) in &task.capabilities.env {
         wasi.env(key, value);
     }
@@ -213,7 +222,12 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
         (false, _) => None,
     };
 
-    let call = call_task(&mut store, &task);
+    let call = async {
+        match task.command {
+            Some(_) => call_command(&mut store, &task).await.map(Finished::Exited),
+            None => call_task(&mut store, &task).await.map(Finished::Output),
+        }
+    };
     let outcome = match limits.timeout {
         // Covers host calls (a long WASI sleep) that the epoch cannot interrupt.
         Some(timeout) => match tokio::time::timeout(timeout, call).await {
@@ -230,10 +244,25 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
     let recent_stderr = stderr.recent();
     let (stderr, stderr_dropped) = stderr.take();
     let (stdout, stdout_dropped) = stdout.take();
-    let outcome = outcome.map_err(|error| match error {
-        CallError::Wasm(error) => classify_error(&error, &recent_stderr),
-        CallError::Failure(failure) => failure,
-    });
+    let outcome = match outcome {
+        Ok(Finished::Output(output)) => Ok(output),
+        // A command's output is how it ended and what it wrote.
+        Ok(Finished::Exited(exit_code)) => postcard::to_allocvec(&CommandOutput {
+            exit_code,
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            stdout_dropped,
+            stderr_dropped,
+        })
+        .map_err(|e| {
+            Failure::new(
+                ErrorKind::Decode,
+                format!("cannot encode the command's output: {e}"),
+            )
+        }),
+        Err(CallError::Wasm(error)) => Err(classify_error(&error, &recent_stderr)),
+        Err(CallError::Failure(failure)) => Err(failure),
+    };
     let fuel_consumed = task
         .flavor
         .fuel
@@ -258,6 +287,14 @@ pub async fn run_loaded(task: LoadedTask<'_>) -> Reply {
 enum CallError {
     Wasm(wasmtime::Error),
     Failure(Failure),
+}
+
+/// How a guest call ended well.
+enum Finished {
+    /// A task's output bytes.
+    Output(Vec<u8>),
+    /// A command's exit code.
+    Exited(i32),
 }
 
 impl From<wasmtime::Error> for CallError {
@@ -338,6 +375,28 @@ async fn call_task(
         )));
     }
     open_envelope(envelope)
+}
+
+/// Runs a WASI command: `_start`, whose return is exit code 0 and whose
+/// `proc_exit(code)` is exit code `code`.
+async fn call_command(
+    store: &mut Store<StoreState>,
+    task: &LoadedTask<'_>,
+) -> Result<i32, CallError> {
+    let instance = task
+        .linker
+        .instantiate_async(&mut *store, task.module)
+        .await?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut *store, ABI_START_EXPORT)
+        .map_err(|e| abi_violation(format!("`{ABI_START_EXPORT}`: {e}")))?;
+    match start.call_async(&mut *store, ()).await {
+        Ok(()) => Ok(0),
+        Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => Ok(exit.0),
+            None => Err(CallError::Wasm(error)),
+        },
+    }
 }
 
 /// The `len` bytes at `start` of a guest's memory, if all of them lie in it
@@ -485,6 +544,7 @@ impl WorkerCache {
             limits: &request.limits,
             capabilities: &request.capabilities,
             sink: Some(sink.clone()),
+            command: request.command.as_ref(),
         })
         .await;
         reply.usage.worker_rss_bytes = self.resident_set_bytes();

@@ -64,6 +64,7 @@ fn foreign_epoch_ticks_do_not_cut_a_task_short() {
             limits,
             capabilities: &Capabilities::default(),
             sink: None,
+            command: None,
         }))
     };
     // 40 × 2^24 iterations: long enough to see hundreds of foreign ticks.

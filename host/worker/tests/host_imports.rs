@@ -67,6 +67,7 @@ fn run(task: &str, limits: &Limits) -> (Reply, Vec<GuestMessage>) {
         limits,
         capabilities: &Capabilities::default(),
         sink: Some(sink),
+        command: None,
     }));
     let seen = seen.lock().unwrap().clone();
     (reply, seen)
