@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use asyncer_guest::{sleep, task};
+use asyncer_guest::{sleep, task, Schema};
 use serde::{Deserialize, Serialize};
 
 /// A pair of numbers, for tasks with a structured input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Schema)]
 pub struct Pair {
     /// Left operand.
     pub a: u64,

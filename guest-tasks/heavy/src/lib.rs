@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use asyncer_guest::{debug, info, progress, sleep, task};
+use asyncer_guest::{debug, info, progress, sleep, task, Schema};
 use serde::{Deserialize, Serialize};
 
 /// Input of [`heavy`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Schema)]
 pub struct HeavyInput {
     /// The caller's id for this piece of work, echoed back.
     pub uid: String,
@@ -20,7 +20,7 @@ pub struct HeavyInput {
 }
 
 /// Output of [`heavy`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Schema)]
 pub struct HeavyOutput {
     /// The input's uid.
     pub uid: String,

@@ -17,7 +17,10 @@ use syn::{parse_macro_input, FnArg, ItemFn, ReturnType, Type};
 /// returning `Out`) into the asyncer guest ABI v1 export `task:name`.
 ///
 /// `In` must implement `serde::Deserialize`, `Out` `serde::Serialize` and `E`
-/// `Display`. A function without argument takes `()` as input.
+/// `Display`; both `In` and `Out` `postcard_schema::Schema`, whose
+/// description goes into the module's `asyncer.schema` section (so hosts can
+/// speak JSON to the task), unless the attribute is `#[task(no_schema)]`.
+/// A function without argument takes `()` as input.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = TokenStream2::from(attr);
@@ -42,15 +45,20 @@ struct Task {
     func: ItemFn,
     input: Option<Type>,
     returns: Returns,
+    /// Record the input and output types in the module (not with
+    /// `#[task(no_schema)]`).
+    schema: bool,
 }
 
 fn parse(attr: TokenStream2, func: ItemFn) -> syn::Result<Task> {
-    if !attr.is_empty() {
-        return Err(syn::Error::new_spanned(
+    let schema = match attr.to_string().as_str() {
+        "" => true,
+        "no_schema" => false,
+        _ => return Err(syn::Error::new_spanned(
             attr,
-            "#[task] takes no arguments; the export is named after the function",
-        ));
-    }
+            "#[task] takes no arguments (but `no_schema`); the export is named after the function",
+        )),
+    };
     let sig = &func.sig;
     if let Some(token) = &sig.constness {
         return Err(syn::Error::new_spanned(
@@ -116,6 +124,7 @@ fn parse(attr: TokenStream2, func: ItemFn) -> syn::Result<Task> {
         func,
         input,
         returns,
+        schema,
     })
 }
 
@@ -176,6 +185,30 @@ fn expand(attr: TokenStream2, func: ItemFn) -> syn::Result<TokenStream2> {
     );
 
     let check = format_ident!("__asyncer_check_{}", name.unraw());
+    let schema_types = quote! {
+        #task_name,
+        <#input_ty as ::asyncer_guest::Schema>::SCHEMA,
+        <#output_ty as ::asyncer_guest::Schema>::SCHEMA
+    };
+    // The types' description, one entry of the module's `asyncer.schema`
+    // section, and its check in every build.
+    let (schema_check, schema_entry) = if task.schema {
+        (
+            quote! { let _ = (#schema_types); },
+            quote! {
+                #[cfg(target_arch = "wasm32")]
+                const _: () = {
+                    const LEN: usize = ::asyncer_guest::__private::schema_entry_len(#schema_types);
+                    #[allow(unsafe_code)] // `link_section` only names the custom section
+                    #[link_section = "asyncer.schema"]
+                    #[used]
+                    static ENTRY: [u8; LEN] = ::asyncer_guest::__private::schema_entry::<LEN>(#schema_types);
+                };
+            },
+        )
+    } else {
+        (quote!(), quote!())
+    };
     Ok(quote! {
         #func
 
@@ -192,7 +225,10 @@ fn expand(attr: TokenStream2, func: ItemFn) -> syn::Result<TokenStream2> {
                 &[],
                 |input: #input_ty| async move { #result },
             );
+            #schema_check
         }
+
+        #schema_entry
 
         #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]

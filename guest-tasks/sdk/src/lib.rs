@@ -80,6 +80,16 @@ use std::time::{Duration, Instant};
 #[doc(inline)]
 pub use asyncer_guest_macros::task;
 pub use asyncer_protocol::{GuestMessage, LogLevel, LogRecord, Progress, TaskRef};
+#[doc(hidden)]
+pub use postcard_schema;
+/// Describes a type's postcard encoding (derive it beside `Serialize` and
+/// `Deserialize`): `#[task]` records the input and output descriptions in
+/// the module so that hosts can speak JSON to the task. The derive names
+/// the `postcard_schema` crate: depend on `postcard-schema` (features
+/// `derive`, `use-std`), or add `#[postcard(crate = asyncer_guest::postcard_schema)]`.
+pub use postcard_schema::Schema;
+
+mod schema;
 
 thread_local! {
     /// Pending sleeps of the running [`block_on`]: deadline and who to wake.
@@ -436,6 +446,7 @@ pub mod __private {
     use super::*;
     use asyncer_protocol::{ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK};
 
+    pub use crate::schema::{entry as schema_entry, entry_len as schema_entry_len};
     pub use serde;
 
     /// Turns a task's `Err(e)` into the guest's error message.

@@ -2,7 +2,8 @@
 //! the same [`asyncer::Executor`] and worker processes as the library.
 //!
 //! ```text
-//! asyncer run MODULE.wasm TASK [--input FILE | --input-hex HEX] [--timeout 2s]
+//! asyncer run MODULE.wasm TASK [--input FILE | --input-hex HEX | --input-json JSON|@FILE]
+//!             [--timeout 2s]
 //!             [--fuel N] [--memory 64MiB] [--allow-dir HOST[:GUEST]]
 //!             [--allow-dir-rw HOST[:GUEST]] [--env K=V] [--json]
 //!             [--allow-module-hash HEX]... [--allow-module-hashes FILE]
@@ -29,6 +30,14 @@
 //! past the cap), and for a guest error or panic the guest's own message in
 //! `"error": {"guest_message"}`. Exit code 0: ok; 1: the task
 //! failed; 2: bad usage or unreadable module.
+//!
+//! `--input-json` encodes a JSON input from the type description the module
+//! carries (`#[task]` records one; a value that does not fit is a `decode`
+//! error naming the field, exit code 2, before anything runs) and prints the
+//! output as JSON; with `--json`, a described task's output is also in
+//! `"output"` beside `"output_hex"` (`u128`/`i128` as decimal strings).
+//! `inspect` prints each described task's input and output types (`"types"`
+//! in its JSON).
 //!
 //! `run --command` runs a WASI command module (one that exports `_start`)
 //! with those arguments, environment and grants, the input as its standard
@@ -265,6 +274,11 @@ struct RunArgs {
     /// The postcard-encoded input, in hex.
     #[arg(long)]
     input_hex: Option<String>,
+    /// The input as JSON (or `@FILE` to read it from a file), for modules
+    /// that describe their task types: encoded to postcard before anything
+    /// runs, and the output printed as JSON.
+    #[arg(long, value_name = "JSON|@FILE", conflicts_with_all = ["input", "input_hex", "command"])]
+    input_json: Option<String>,
     /// Wall-clock limit, e.g. `2s`, `500ms`.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
@@ -313,6 +327,18 @@ fn split_dir(spec: &str) -> (PathBuf, String) {
         Some((host, guest)) if !guest.is_empty() => (host.into(), guest.to_owned()),
         _ => (spec.into(), spec.trim_end_matches(':').to_owned()),
     }
+}
+
+/// The JSON value of `--input-json`: the text itself, or `@FILE`'s.
+fn json_input(text: &str) -> Result<Value, String> {
+    let (text, source) = match text.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?,
+            path,
+        ),
+        None => (text.to_owned(), "--input-json"),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{source} is not JSON: {e}"))
 }
 
 fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
@@ -463,6 +489,19 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(module) => module,
         Err(e) => return usage_error(args.json, e.kind().as_str(), &e.to_string()),
     };
+    // JSON input: checked against the task's described type before anything
+    // runs.
+    let input = match (&args.input_json, &args.task) {
+        (Some(text), Some(task)) => {
+            match json_input(text)
+                .and_then(|value| module.encode_json(task, &value).map_err(|e| e.to_string()))
+            {
+                Ok(bytes) => bytes,
+                Err(e) => return usage_error(args.json, "decode", &e),
+            }
+        }
+        _ => input,
+    };
     let mut updates = exec.updates();
     let options = TaskOptions::new().limits(limits).capabilities(capabilities);
     let submitted = match &args.task {
@@ -543,6 +582,11 @@ async fn run(args: RunArgs) -> ExitCode {
             }
         }
         Ok(Outcome::Output(output)) => {
+            // The output as JSON, when the module describes the task.
+            let task = args.task.as_deref().unwrap_or_default();
+            let as_json = module
+                .task_types(task)
+                .map(|_| module.decode_json(task, &output));
             if args.json {
                 let mut value = json!({
                     "uid": uid,
@@ -555,8 +599,22 @@ async fn run(args: RunArgs) -> ExitCode {
                     "host": host,
                     "attempt": attempt,
                 });
+                match as_json {
+                    Some(Ok(output)) => value["output"] = output,
+                    Some(Err(e)) => value["output_error"] = json!(e.to_string()),
+                    None => {}
+                }
                 add_guest_streams(&mut value, event.as_deref());
                 print_json(&value);
+            } else if args.input_json.is_some() {
+                match as_json {
+                    Some(Ok(output)) => print_json(&output),
+                    Some(Err(e)) => {
+                        eprintln!("asyncer: {e} ({})", e.kind());
+                        return ExitCode::from(TASK_FAILED);
+                    }
+                    None => unreachable!("the input was encoded from the same description"),
+                }
             } else {
                 let mut stdout = std::io::stdout().lock();
                 if stdout
@@ -784,12 +842,24 @@ fn print_cache(dir: &std::path::Path, entries: &[CacheEntry], json: bool) -> Exi
 }
 
 fn print_module(module: &Module, json: bool) {
+    let described = module
+        .tasks()
+        .iter()
+        .filter_map(|task| module.task_types(task));
     if json {
+        let types: serde_json::Map<String, Value> = described
+            .map(|t| {
+                let signature =
+                    json!({"input": t.input.to_string(), "output": t.output.to_string()});
+                (t.task.clone(), signature)
+            })
+            .collect();
         print_json(&json!({
             "module": module.name(),
             "sha256": module.hash(),
             "valid": true,
             "tasks": module.tasks(),
+            "types": types,
             "command": module.is_command(),
             "imports": module.imports(),
         }));
@@ -798,6 +868,9 @@ fn print_module(module: &Module, json: bool) {
         println!("sha256: {}", module.hash());
         println!("valid: yes (guest ABI v1)");
         println!("tasks: {}", module.tasks().join(", "));
+        for types in described {
+            println!("  {}: {} -> {}", types.task, types.input, types.output);
+        }
         if module.is_command() {
             println!("command: yes (WASI `_start`: run it with `asyncer run MODULE --command`)");
         }

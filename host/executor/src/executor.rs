@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::dispatch::Assignment;
 use crate::event::{EventStream, UpdateStream};
-use crate::handle::{decode_postcard, raw, TaskHandle};
+use crate::handle::{decode_postcard, raw, Decode, TaskHandle};
 use crate::local::{blocking, run_in_process};
 use crate::module::{Compiler, Module};
 use crate::pool::{Pool, PoolMode};
@@ -558,6 +558,67 @@ impl Executor {
         self.inner.runner.abort().await;
     }
 
+    /// Queues task `task` with a JSON input, for modules that describe their
+    /// task types (every `#[task]` of `asyncer-guest` does, see
+    /// [`Module::task_types`]); the handle resolves to the output as JSON.
+    /// The value is encoded to the task's postcard input before anything is
+    /// queued; modules without descriptions keep working with bytes
+    /// ([`submit_bytes`](Self::submit_bytes)).
+    ///
+    /// The mapping: structs are objects (every field, no unknown ones;
+    /// a missing `Option` field is `None`), sequences and tuples arrays,
+    /// `Option` `null` or the value, unit variants `"Name"` and other variants
+    /// `{"Name": value}`, maps objects (string keys) or arrays of pairs,
+    /// integers numbers within their type's range, and `u128`/`i128`
+    /// decimal strings (a number is accepted as input).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchTask`]; [`Error::Decode`] when the module does not
+    /// describe the task or the value does not fit its input type, naming
+    /// where (`input at .uid: expected a string, found the number 5`);
+    /// otherwise as [`submit`](Self::submit).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use serde_json::json;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec.load("heavy.wasm").await?;
+    /// let out = exec.submit_json(&module, "heavy", json!({"uid": "a", "n": 10_000_000}))?.await?;
+    /// assert_eq!(out, json!({"uid": "a", "result": "333333283333335000000"}));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn submit_json(
+        &self,
+        module: &Module,
+        task: &str,
+        input: serde_json::Value,
+    ) -> Result<TaskHandle<serde_json::Value>, Error> {
+        self.submit_json_with(module, task, input, TaskOptions::new())
+    }
+
+    /// [`submit_json`](Self::submit_json) with a uid, limits or
+    /// capabilities of the task's own.
+    ///
+    /// # Errors
+    /// As [`submit_json`](Self::submit_json).
+    pub fn submit_json_with(
+        &self,
+        module: &Module,
+        task: &str,
+        input: serde_json::Value,
+        options: TaskOptions,
+    ) -> Result<TaskHandle<serde_json::Value>, Error> {
+        let bytes = module.encode_json(task, &input)?;
+        let (described, name) = (module.clone(), task.to_owned());
+        let decode = Decode::Boxed(Box::new(move |output: Vec<u8>| {
+            described.decode_json(&name, &output)
+        }));
+        self.enqueue_inner(module, task, bytes, options, decode, None)
+    }
+
     /// Queues a run of a WASI command module (one that exports `_start`):
     /// its arguments, environment and standard input in `input`. The handle
     /// resolves to how it exited and what it wrote; a non-zero exit code is
@@ -616,7 +677,7 @@ impl Executor {
             ABI_START_EXPORT,
             stdin,
             options,
-            decode_postcard::<CommandOutput>,
+            Decode::Fn(decode_postcard::<CommandOutput>),
             Some(command),
         )
     }
@@ -632,7 +693,7 @@ impl Executor {
         decode: fn(Vec<u8>) -> Result<O, Error>,
     ) -> Result<TaskHandle<O>, Error> {
         module.check_task(task)?;
-        self.enqueue_inner(module, task, input, options, decode, None)
+        self.enqueue_inner(module, task, input, options, Decode::Fn(decode), None)
     }
 
     /// [`enqueue`](Self::enqueue) after the task (or command) was checked.
@@ -642,7 +703,7 @@ impl Executor {
         task: &str,
         input: Vec<u8>,
         options: TaskOptions,
-        decode: fn(Vec<u8>) -> Result<O, Error>,
+        decode: Decode<O>,
         command: Option<Command>,
     ) -> Result<TaskHandle<O>, Error> {
         let settings = &self.inner.settings;

@@ -53,7 +53,24 @@ pub struct TaskHandle<T> {
     cancel: CancellationToken,
     rx: oneshot::Receiver<RawResult>,
     progress: watch::Receiver<ProgressState>,
-    decode: fn(Vec<u8>) -> Result<T, Error>,
+    decode: Decode<T>,
+}
+
+/// Turns a task's output bytes into what its handle resolves to: a plain
+/// function (postcard into a type), or one that carries what it needs (a
+/// module's type description).
+pub(crate) enum Decode<T> {
+    Fn(fn(Vec<u8>) -> Result<T, Error>),
+    Boxed(Box<dyn Fn(Vec<u8>) -> Result<T, Error> + Send + Sync>),
+}
+
+impl<T> Decode<T> {
+    fn decode(&self, bytes: Vec<u8>) -> Result<T, Error> {
+        match self {
+            Decode::Fn(decode) => decode(bytes),
+            Decode::Boxed(decode) => decode(bytes),
+        }
+    }
 }
 
 impl<T> fmt::Debug for TaskHandle<T> {
@@ -70,7 +87,7 @@ impl<T> TaskHandle<T> {
         cancel: CancellationToken,
         rx: oneshot::Receiver<RawResult>,
         progress: watch::Receiver<ProgressState>,
-        decode: fn(Vec<u8>) -> Result<T, Error>,
+        decode: Decode<T>,
     ) -> Self {
         TaskHandle {
             uid,
@@ -323,7 +340,7 @@ impl<T> Future for TaskHandle<T> {
         let this = &mut *self;
         match Pin::new(&mut this.rx).poll(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Ok(bytes))) => Poll::Ready((this.decode)(bytes)),
+            Poll::Ready(Ok(Ok(bytes))) => Poll::Ready(this.decode.decode(bytes)),
             Poll::Ready(Ok(Err(error))) => Poll::Ready(Err(error)),
             // The executor's runner went away with the task still queued.
             Poll::Ready(Err(_)) => Poll::Ready(Err(Error::ShutDown)),

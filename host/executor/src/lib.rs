@@ -57,6 +57,7 @@ mod error;
 mod event;
 mod executor;
 mod handle;
+mod json;
 mod limits;
 mod local;
 mod locate;
@@ -66,6 +67,8 @@ mod pool;
 mod runner;
 mod trace;
 
+/// Type descriptions of tasks (see [`Module::task_types`]).
+pub use asyncer_protocol::schema;
 pub use asyncer_protocol::{
     GuestMessage, LayerState, LogLevel, LogRecord, Progress, SandboxLayer, SandboxSettings,
     SandboxStatus, TaskRef,
@@ -82,3 +85,4 @@ pub use limits::Limits;
 pub use locate::{WORKER_ENV, WORKER_PROGRAM};
 pub use module::Module;
 pub use pool::WarmOptions;
+pub use serde_json;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use asyncer_protocol::schema::{self, TaskTypes, SCHEMA_SECTION};
 use asyncer_protocol::{
     EngineFlavor, ABI_ALLOC_EXPORT, ABI_HOST_MODULE, ABI_MEMORY_EXPORT, ABI_START_EXPORT,
     ABI_TASK_ALT_PREFIX, ABI_TASK_PREFIX, ABI_WASI_MODULE,
@@ -45,6 +46,8 @@ struct ModuleInner {
     tasks: Vec<String>,
     /// Exports `_start`: runs as a WASI command.
     command: bool,
+    /// The described input and output types of its tasks, by task name.
+    types: HashMap<String, TaskTypes>,
     imports: Vec<String>,
     /// Compiled code per engine flavor, made on first use.
     artifacts: Mutex<HashMap<EngineFlavor, Artifact>>,
@@ -218,6 +221,64 @@ impl Module {
             .is_ok()
     }
 
+    /// The described input and output types of `task`, when the module
+    /// carries them (every `#[task]` of `asyncer-guest` does; see
+    /// `asyncer_protocol::schema` for the section other toolchains can
+    /// write).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// let module = exec.load("heavy.wasm").await?;
+    /// let types = module.task_types("heavy").expect("described");
+    /// println!("heavy({}) -> {}", types.input, types.output);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn task_types(&self, task: &str) -> Option<&TaskTypes> {
+        self.inner.types.get(task)
+    }
+
+    /// The postcard input of `task` for a JSON `value`, following the
+    /// module's description of the task's input type (the mapping is in
+    /// [`Executor::submit_json`](crate::Executor::submit_json)).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchTask`]; [`Error::Decode`] when the module does not
+    /// describe the task, or `value` does not fit (the message says where:
+    /// `input at .uid: expected a string, found the number 5`).
+    pub fn encode_json(&self, task: &str, value: &serde_json::Value) -> Result<Vec<u8>, Error> {
+        let types = self.described(task)?;
+        crate::json::encode(&types.input, value).map_err(|message| Error::Decode {
+            message: format!("input {message}"),
+        })
+    }
+
+    /// The JSON value of `task`'s postcard `output`, following the module's
+    /// description of the task's output type.
+    ///
+    /// # Errors
+    /// As [`encode_json`](Self::encode_json), for the output.
+    pub fn decode_json(&self, task: &str, output: &[u8]) -> Result<serde_json::Value, Error> {
+        let types = self.described(task)?;
+        crate::json::decode(&types.output, output).map_err(|message| Error::Decode {
+            message: format!("output {message}"),
+        })
+    }
+
+    fn described(&self, task: &str) -> Result<&TaskTypes, Error> {
+        self.check_task(task)?;
+        self.task_types(task).ok_or_else(|| Error::Decode {
+            message: format!(
+                "module {} does not describe the types of task `{task}` (its guest was built \
+                 without them: `#[task(no_schema)]`, or another toolchain), so it takes bytes, not JSON",
+                self.name()
+            ),
+        })
+    }
+
     /// Whether the module is a WASI command (it exports `_start`): it runs
     /// with [`Executor::submit_command`](crate::Executor::submit_command).
     /// A module may be a command and have tasks too.
@@ -348,6 +409,9 @@ impl Compiler {
             check_abi(&linker, &compiled).map_err(|message| Error::InvalidModule {
                 message: format!("{name}: {message}"),
             })?;
+        let types = task_types(&bytes, &tasks).map_err(|message| Error::InvalidModule {
+            message: format!("{name}: {message}"),
+        })?;
         let module = Module {
             inner: Arc::new(ModuleInner {
                 name,
@@ -355,6 +419,7 @@ impl Compiler {
                 bytes,
                 tasks,
                 command,
+                types,
                 imports: compiled
                     .imports()
                     .map(|i| format!("{}::{}", i.module(), i.name()))
@@ -567,6 +632,34 @@ fn check_abi(
         ));
     }
     Ok((tasks, command))
+}
+
+/// The types its `asyncer.schema` custom section describes, by task; each
+/// must be a task the module exports.
+fn task_types(bytes: &[u8], tasks: &[String]) -> Result<HashMap<String, TaskTypes>, String> {
+    let mut section = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        // The module was validated already; a parse error here is no news.
+        let Ok(payload) = payload else { break };
+        if let wasmparser::Payload::CustomSection(custom) = payload {
+            if custom.name() == SCHEMA_SECTION {
+                section.extend_from_slice(custom.data());
+            }
+        }
+    }
+    let described = schema::parse_section(&section)
+        .map_err(|e| format!("its `{SCHEMA_SECTION}` section is damaged: {e}"))?;
+    let mut types = HashMap::new();
+    for entry in described {
+        if !tasks.contains(&entry.task) {
+            return Err(format!(
+                "its `{SCHEMA_SECTION}` section describes task `{}`, which it does not export",
+                entry.task
+            ));
+        }
+        types.insert(entry.task.clone(), entry);
+    }
+    Ok(types)
 }
 
 /// The task an export names, in either of the ABI's two namings.

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::dispatch::{Assignment, Backend, BoxFuture, Run, RunContext};
 use crate::event::{EventStream, TaskUpdate};
-use crate::handle::{raw, TaskHandle};
+use crate::handle::{raw, Decode, TaskHandle};
 use crate::module::Compiler;
 use crate::runner::Runner;
 use crate::{Capabilities, Error, ErrorKind, Limits, Module};
@@ -110,7 +110,9 @@ impl Harness {
             capabilities: Capabilities::default(),
             command: None,
         };
-        self.runner.submit(assignment, raw).expect("accepted")
+        self.runner
+            .submit(assignment, Decode::Fn(raw))
+            .expect("accepted")
     }
 
     /// The next call of the backend.
@@ -333,7 +335,10 @@ async fn shutdown_lets_running_tasks_finish_within_the_grace() {
         command: None,
     };
     assert!(
-        matches!(runner.submit(assignment, raw), Err(Error::ShutDown)),
+        matches!(
+            runner.submit(assignment, Decode::Fn(raw)),
+            Err(Error::ShutDown)
+        ),
         "refused once shutting down"
     );
     assert!(!stopping.is_finished(), "waits for the running task");

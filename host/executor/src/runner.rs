@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::dispatch::{Assignment, Backend};
 use crate::event::{EventStream, Subscribers, UpdateStream};
-use crate::handle::{ProgressState, TaskHandle};
+use crate::handle::{Decode, ProgressState, TaskHandle};
 use crate::owner::{Owner, TaskMeta};
 use crate::Error;
 
@@ -52,7 +52,7 @@ impl Runner {
     pub(crate) fn submit<O>(
         &self,
         assignment: Assignment,
-        decode: fn(Vec<u8>) -> Result<O, Error>,
+        decode: Decode<O>,
     ) -> Result<TaskHandle<O>, Error> {
         // Counted before the check, so that a shutdown closing the tracker
         // right now waits for this task rather than missing it.

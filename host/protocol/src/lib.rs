@@ -36,6 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod sandbox;
+pub mod schema;
 pub use sandbox::{LayerState, SandboxLayer, SandboxSettings, SandboxStatus};
 
 /// First bytes of every frame.
