@@ -55,7 +55,7 @@
 //! `memory_limit`, `output_too_large`, `input_too_large`, `worker_crashed`,
 //! `spawn_failed`, `cache_failed`, `engine_failed`, `link_failed`,
 //! `invalid_config`, `cancelled`, `shut_down`, `worker_lost`,
-//! `module_not_allowed` (see
+//! `module_not_allowed`, `queue_full`, `expired` (see
 //! `asyncer::ErrorKind`). Through a cluster (`--nats URL`) the JSON adds
 //! `"host"` (the worker host that ran the task) and `"attempt"`.
 #![forbid(unsafe_code)]

@@ -1,8 +1,10 @@
 //! Configuring an executor ([`ExecutorBuilder`]) and a task
 //! ([`TaskOptions`]).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::dispatch::Backend;
 use crate::executor::Settings;
@@ -11,6 +13,7 @@ use crate::locate::locate_worker;
 use crate::module::Compiler;
 use crate::pool::{Pool, PoolMode, WarmOptions};
 use crate::runner::Runner;
+use crate::schedule::{Policy, TenantSettings};
 use crate::{ArtifactCache, Capabilities, Error, Executor, Limits, SandboxSettings};
 
 /// Configures an [`Executor`]; made by [`Executor::builder`].
@@ -44,6 +47,10 @@ pub struct ExecutorBuilder {
     backend: Option<CustomBackend>,
     sandbox: SandboxSettings,
     allowed_modules: Option<Vec<String>>,
+    max_queued: Option<usize>,
+    max_queued_per_tenant: Option<usize>,
+    priority_aging: Option<Option<Duration>>,
+    tenants: HashMap<String, TenantSettings>,
 }
 
 /// A backend given with [`ExecutorBuilder::backend`].
@@ -233,6 +240,53 @@ impl ExecutorBuilder {
     /// whenever a new one is written.
     pub fn cache_max_bytes(mut self, max_bytes: u64) -> Self {
         self.cache_max_bytes = Some(max_bytes);
+        self
+    }
+
+    /// At most `max` tasks wait in the queue (default: no bound); at the
+    /// bound, `submit` fails at once with [`Error::QueueFull`]
+    /// ([`Executor::room`](crate::Executor::room) waits for room).
+    pub fn max_queued(mut self, max: usize) -> Self {
+        self.max_queued = Some(max);
+        self
+    }
+
+    /// At most `max` tasks of each tenant wait in the queue (default: no
+    /// bound), unless the tenant has its own ([`TenantSettings::max_queued`]).
+    pub fn max_queued_per_tenant(mut self, max: usize) -> Self {
+        self.max_queued_per_tenant = Some(max);
+        self
+    }
+
+    /// A waiting task gains one priority level per `step` it waits
+    /// (default 1 s), so that low priority work is never starved; `None`
+    /// turns aging off (strict priorities).
+    pub fn priority_aging(mut self, step: Option<Duration>) -> Self {
+        self.priority_aging = Some(step.filter(|step| !step.is_zero()));
+        self
+    }
+
+    /// Sets tenant `name`'s share of the slots (weight), its cap of running
+    /// tasks and its queue bound. Tenants without settings get weight 1, no
+    /// cap and [`max_queued_per_tenant`](Self::max_queued_per_tenant).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Executor, TenantSettings};
+    /// let exec = Executor::builder()
+    ///     .max_processes(8)
+    ///     .max_queued(10_000)
+    ///     .tenant("batch", TenantSettings::new().weight(1).max_running(4))
+    ///     .tenant("interactive", TenantSettings::new().weight(3))
+    ///     .build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tenant(mut self, name: impl Into<String>, settings: TenantSettings) -> Self {
+        self.tenants.insert(name.into(), settings);
         self
     }
 
@@ -447,7 +501,16 @@ impl ExecutorBuilder {
             (None, None) => unreachable!("the worker was looked up above"),
         };
         Ok(Executor::new(
-            Runner::start(backend, max_processes),
+            Runner::start(
+                backend,
+                Policy {
+                    slots: max_processes,
+                    max_queued: self.max_queued,
+                    max_queued_per_tenant: self.max_queued_per_tenant,
+                    aging: self.priority_aging.unwrap_or(Some(DEFAULT_PRIORITY_AGING)),
+                    tenants: self.tenants,
+                },
+            ),
             compiler,
             Settings {
                 max_processes,
@@ -468,6 +531,9 @@ fn invalid(message: impl Into<String>) -> Error {
 
 /// Default niceness of worker processes.
 const DEFAULT_NICE: i32 = 10;
+
+/// How long a queued task waits for each priority level it gains.
+const DEFAULT_PRIORITY_AGING: Duration = Duration::from_secs(1);
 
 /// Per-task settings, taken by every `submit*_with` method of [`Executor`].
 ///
@@ -492,6 +558,9 @@ pub struct TaskOptions {
     pub(crate) uid: Option<String>,
     pub(crate) limits: Option<Limits>,
     pub(crate) capabilities: Option<Capabilities>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) priority: i32,
+    pub(crate) start_within: Option<Duration>,
 }
 
 impl TaskOptions {
@@ -547,4 +616,62 @@ impl TaskOptions {
         self.capabilities = Some(capabilities);
         self
     }
+
+    /// The tenant the task runs for: slots are shared between tenants by
+    /// weight, each with its own queue bound and cap (see
+    /// [`ExecutorBuilder::tenant`]). Default: the default tenant, `""`.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// The task's priority within its tenant: higher runs first, FIFO within
+    /// a level (default 0; [`Priority`](crate::Priority) names a few). A
+    /// waiting task gains one level per
+    /// [`ExecutorBuilder::priority_aging`] interval, so that low priorities
+    /// are never starved.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The task must start within `wait` of its submit; if it cannot (no
+    /// slot came in time) it ends as [`Error::Expired`] without running.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Priority, TaskOptions};
+    /// use std::time::Duration;
+    /// # let exec = asyncer::Executor::builder().build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let urgent = TaskOptions::new()
+    ///     .tenant("alice")
+    ///     .priority(Priority::HIGH)
+    ///     .start_within(Duration::from_secs(2));
+    /// let quote = exec.submit_with::<_, u64>(&module, "price", &42u64, urgent)?.await;
+    /// # let _ = quote;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start_within(mut self, wait: Duration) -> Self {
+        self.start_within = Some(wait);
+        self
+    }
+}
+
+/// Named priority levels (any `i32` works; higher runs first).
+#[derive(Debug, Clone, Copy)]
+pub struct Priority;
+
+impl Priority {
+    /// Background work.
+    pub const LOW: i32 = -10;
+    /// The default.
+    pub const NORMAL: i32 = 0;
+    /// Ahead of normal work.
+    pub const HIGH: i32 = 10;
+    /// Ahead of everything else.
+    pub const URGENT: i32 = 100;
 }

@@ -117,6 +117,12 @@ pub struct Assignment {
     /// program name first) and `input` as standard input; the output is
     /// then a postcard [`CommandOutput`](crate::CommandOutput).
     pub command: Option<asyncer_protocol::CommandLine>,
+    /// The tenant the task runs for (`""`: the default tenant).
+    pub tenant: String,
+    /// Its priority: higher runs first (0 by default).
+    pub priority: i32,
+    /// When it must have started by, if ever.
+    pub start_by: Option<std::time::SystemTime>,
 }
 
 /// What a [`Backend`] gets besides the task: where the guest's reports go,

@@ -185,6 +185,27 @@ pub enum Error {
         /// Detail, naming what is missing.
         message: String,
     },
+    /// The queue was at its bound ([`ExecutorBuilder::max_queued`], or the
+    /// task's tenant's): the task was refused at submit, nothing queued.
+    /// Wait with [`Executor::room`] and submit again.
+    ///
+    /// [`ExecutorBuilder::max_queued`]: crate::ExecutorBuilder::max_queued
+    /// [`Executor::room`]: crate::Executor::room
+    #[error("queue full: {} tasks are waiting{}", limit, tenant.as_ref().map(|t| format!(" for tenant `{t}`")).unwrap_or_default())]
+    QueueFull {
+        /// The tenant whose bound was reached, or `None` for the executor's.
+        tenant: Option<String>,
+        /// The bound.
+        limit: usize,
+    },
+    /// The task could not start by its deadline
+    /// ([`TaskOptions::start_within`](crate::TaskOptions::start_within)): it
+    /// ended without running, after waiting `waited`.
+    #[error("task expired: it could not start within {waited:?}")]
+    Expired {
+        /// How long it waited in the queue.
+        waited: Duration,
+    },
     /// The task was cancelled before it finished.
     #[error("task was cancelled")]
     Cancelled,
@@ -206,6 +227,8 @@ impl Error {
         match self {
             Error::ModuleNotFound { .. } | Error::InvalidModule { .. } => ErrorKind::InvalidModule,
             Error::ModuleNotAllowed { .. } => ErrorKind::ModuleNotAllowed,
+            Error::QueueFull { .. } => ErrorKind::QueueFull,
+            Error::Expired { .. } => ErrorKind::Expired,
             Error::NoSuchTask { .. } => ErrorKind::NoSuchTask,
             Error::Decode { .. } => ErrorKind::Decode,
             Error::Guest { .. } => ErrorKind::GuestError,

@@ -80,6 +80,10 @@ pub struct TaskEvent {
     /// Which delivery it was: 1, or more when a cluster retried it after a
     /// host died (0 if it never ran).
     pub attempt: u32,
+    /// The tenant it ran for (`""`: the default tenant).
+    pub tenant: String,
+    /// Its priority.
+    pub priority: i32,
 }
 
 impl TaskEvent {
@@ -119,6 +123,8 @@ impl TaskEvent {
             module_hash,
             queued_at,
             bytes_in,
+            tenant,
+            priority,
         } = meta;
         let RunReport {
             started_at,
@@ -163,7 +169,18 @@ impl TaskEvent {
             log_dropped,
             host,
             attempt,
+            tenant,
+            priority,
         }
+    }
+
+    /// How long the task waited in the queue: until it started, or until it
+    /// ended without starting (cancelled, expired, shut down).
+    pub fn queue_wait(&self) -> Duration {
+        self.started_at
+            .unwrap_or(self.finished_at)
+            .duration_since(self.queued_at)
+            .unwrap_or_default()
     }
 
     /// `"ok"` or the error kind's name.

@@ -558,6 +558,37 @@ impl Executor {
         self.inner.runner.abort().await;
     }
 
+    /// Resolves once a task of `tenant` (`None`: the default tenant) would
+    /// be queued rather than refused with [`Error::QueueFull`]: for callers
+    /// who would rather wait than fail at the queue's bound. Another
+    /// submitter may take the room first, so submit in a loop:
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::Error;
+    /// # let exec = asyncer::Executor::builder().max_queued(100).build()?;
+    /// # let module = exec.load("tasks.wasm").await?;
+    /// let handle = loop {
+    ///     match exec.submit::<_, u64>(&module, "add", &(1u64, 2u64)) {
+    ///         Err(Error::QueueFull { .. }) => exec.room(None).await,
+    ///         other => break other?,
+    ///     }
+    /// };
+    /// # let _ = handle;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn room(&self, tenant: Option<&str>) {
+        self.inner.runner.room(tenant.unwrap_or_default()).await;
+    }
+
+    /// Tasks waiting for a slot: `(in all, of tenant)` (`None`: the default
+    /// tenant).
+    pub fn queued(&self, tenant: Option<&str>) -> (usize, usize) {
+        self.inner.runner.queued(tenant.unwrap_or_default())
+    }
+
     /// Queues task `task` with a JSON input, for modules that describe their
     /// task types (every `#[task]` of `asyncer-guest` does, see
     /// [`Module::task_types`]); the handle resolves to the output as JSON.
@@ -728,7 +759,13 @@ impl Executor {
                 limit: limits.max_input_bytes(),
             });
         }
+        let start_by = options
+            .start_within
+            .map(|wait| std::time::SystemTime::now() + wait);
         let assignment = Assignment {
+            tenant: options.tenant.unwrap_or_default(),
+            priority: options.priority,
+            start_by,
             uid: options
                 .uid
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),

@@ -65,6 +65,7 @@ mod module;
 mod owner;
 mod pool;
 mod runner;
+mod schedule;
 mod trace;
 
 /// Type descriptions of tasks (see [`Module::task_types`]).
@@ -73,7 +74,7 @@ pub use asyncer_protocol::{
     GuestMessage, LayerState, LogLevel, LogRecord, Progress, SandboxLayer, SandboxSettings,
     SandboxStatus, TaskRef,
 };
-pub use builder::{ExecutorBuilder, TaskOptions};
+pub use builder::{ExecutorBuilder, Priority, TaskOptions};
 pub use cache::{ArtifactCache, CacheEntry, Cleared};
 pub use capabilities::{Capabilities, DirGrant};
 pub use command::{CommandInput, CommandOutput};
@@ -85,4 +86,5 @@ pub use limits::Limits;
 pub use locate::{WORKER_ENV, WORKER_PROGRAM};
 pub use module::Module;
 pub use pool::WarmOptions;
+pub use schedule::TenantSettings;
 pub use serde_json;

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use asyncer_protocol::GuestMessage;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::{Assignment, Backend, BoxFuture, Run, RunContext, RunReport};
 use crate::event::{LogEvent, ProgressEvent, Subscribers, TaskEvent, TaskUpdate};
 use crate::handle::{ProgressState, RawResult};
+use crate::schedule::{Slot, Ticket};
 use crate::{trace, Error};
 
 /// What identifies a task in its events, fixed at submit.
@@ -30,6 +31,8 @@ pub(crate) struct TaskMeta {
     pub(crate) module_hash: String,
     pub(crate) queued_at: SystemTime,
     pub(crate) bytes_in: usize,
+    pub(crate) tenant: String,
+    pub(crate) priority: i32,
 }
 
 /// Everything one task is, from submit to its event.
@@ -37,7 +40,7 @@ pub(crate) struct Owner {
     pub(crate) meta: TaskMeta,
     pub(crate) assignment: Assignment,
     /// Receives the task's slot when its turn comes.
-    pub(crate) turn: oneshot::Receiver<OwnedSemaphorePermit>,
+    pub(crate) ticket: Ticket,
     /// The task's own token, a child of `shutdown`.
     pub(crate) cancel: CancellationToken,
     /// The executor's token.
@@ -63,40 +66,68 @@ impl Owner {
     #[allow(clippy::manual_async_fn)]
     pub(crate) fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
         async move {
-            // Queued: wait for a slot, unless stopped first.
-            let permit = tokio::select! {
+            // Queued: wait for a slot, unless stopped or expired first.
+            // Boxed, and only for tasks with a deadline: queued owners stay
+            // small.
+            let mut deadline = self.assignment.start_by.map(|by| {
+                let left = by.duration_since(SystemTime::now()).unwrap_or_default();
+                Box::pin(tokio::time::sleep(left))
+            });
+            let expiry = async {
+                match deadline.as_mut() {
+                    Some(sleep) => sleep.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let waited = tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => None,
-                // `Err`: the runner is gone, which only happens with the
-                // runtime.
-                permit = &mut self.turn => permit.ok(),
+                () = self.cancel.cancelled() => Waited::Stopped,
+                slot = &mut self.ticket => Waited::Slot(slot),
+                () = expiry => Waited::Expired,
             };
             // The rest is boxed once it starts, so that the owners of
             // queued tasks stay small (an allocation malloc serves from its
             // per-thread cache).
-            Box::pin(self.live(permit)).await;
+            Box::pin(self.live(waited)).await;
         }
     }
 
     /// Running (with a slot) and finished, or finished at once when
-    /// stopped while queued (no slot).
-    async fn live(self, permit: Option<OwnedSemaphorePermit>) {
+    /// stopped or expired while queued (no slot).
+    async fn live(self, waited: Waited) {
         let Owner {
             meta,
             assignment,
+            ticket,
             cancel,
             shutdown,
             reply,
             progress,
             subscribers,
             backend,
-            ..
         } = self;
+        // Out of the queue (if still in it) before anything else.
+        drop(ticket);
         let delivery = Delivery {
             meta,
             reply,
             progress,
             subscribers,
+        };
+        let permit = match waited {
+            Waited::Slot(slot) => Some(slot),
+            Waited::Stopped => None,
+            Waited::Expired => {
+                let waited = SystemTime::now()
+                    .duration_since(delivery.meta.queued_at)
+                    .unwrap_or_default();
+                let run = Run {
+                    outcome: Err(Error::Expired { waited }),
+                    report: RunReport::default(),
+                    cleanup: None,
+                };
+                return delivery.finish(run, None).await;
+            }
         };
         let Some(permit) = permit else {
             let error = stop_reason(&cancel, &shutdown);
@@ -128,6 +159,13 @@ impl Owner {
         // Finished.
         delivery.finish(run, Some(permit)).await;
     }
+}
+
+/// How a task's wait in the queue ended.
+enum Waited {
+    Slot(Slot),
+    Stopped,
+    Expired,
 }
 
 /// Why a stopped task stopped: the executor's token means shut down.
@@ -181,7 +219,7 @@ impl Delivery {
     /// Delivers the outcome to the handle at once, then finishes the run's
     /// cleanup (reaping its worker) while still holding the slot, then
     /// publishes the one event, made from the complete record.
-    async fn finish(self, run: Run, permit: Option<OwnedSemaphorePermit>) {
+    async fn finish(self, run: Run, permit: Option<Slot>) {
         let Delivery {
             meta,
             reply,

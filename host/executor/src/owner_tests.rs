@@ -14,6 +14,7 @@ use crate::event::{EventStream, TaskUpdate};
 use crate::handle::{raw, Decode, TaskHandle};
 use crate::module::Compiler;
 use crate::runner::Runner;
+use crate::schedule::Policy;
 use crate::{Capabilities, Error, ErrorKind, Limits, Module};
 
 /// One call of the scripted backend: the test answers it (or not).
@@ -72,6 +73,10 @@ const WAT: &str = r#"(module
   (func (export "task:t") (param i32 i32) (result i64) i64.const 0))"#;
 
 fn harness(slots: usize) -> Harness {
+    harness_with(Policy::fifo(slots))
+}
+
+fn harness_with(policy: Policy) -> Harness {
     let cache = tempfile::tempdir().expect("temp dir");
     let compiler = Compiler::new(crate::ArtifactCache::open(cache.path()).unwrap());
     let module = compiler
@@ -87,7 +92,7 @@ fn harness(slots: usize) -> Harness {
         calls: tx,
         closed: closed.clone(),
     };
-    let runner = Runner::start(Arc::new(backend), slots);
+    let runner = Runner::start(Arc::new(backend), policy);
     let events = runner.events();
     Harness {
         runner,
@@ -101,6 +106,19 @@ fn harness(slots: usize) -> Harness {
 
 impl Harness {
     fn submit(&self, uid: &str, input: Vec<u8>) -> TaskHandle<Vec<u8>> {
+        self.try_submit_as(uid, input, "", 0, None)
+            .expect("accepted")
+    }
+
+    /// Submits for `tenant` at `priority`, to start within `start_within`.
+    fn try_submit_as(
+        &self,
+        uid: &str,
+        input: Vec<u8>,
+        tenant: &str,
+        priority: i32,
+        start_within: Option<Duration>,
+    ) -> Result<TaskHandle<Vec<u8>>, Error> {
         let assignment = Assignment {
             uid: uid.into(),
             task: "t".into(),
@@ -109,10 +127,11 @@ impl Harness {
             limits: Limits::default(),
             capabilities: Capabilities::default(),
             command: None,
+            tenant: tenant.into(),
+            priority,
+            start_by: start_within.map(|wait| SystemTime::now() + wait),
         };
-        self.runner
-            .submit(assignment, Decode::Fn(raw))
-            .expect("accepted")
+        self.runner.submit(assignment, Decode::Fn(raw))
     }
 
     /// The next call of the backend.
@@ -333,6 +352,9 @@ async fn shutdown_lets_running_tasks_finish_within_the_grace() {
         limits: Limits::default(),
         capabilities: Capabilities::default(),
         command: None,
+        tenant: String::new(),
+        priority: 0,
+        start_by: None,
     };
     assert!(
         matches!(
@@ -429,7 +451,13 @@ async fn a_failed_run_is_one_event_with_its_kind() {
 #[tokio::test]
 async fn a_queued_owner_is_a_small_future() {
     let h = harness(1);
-    let (_turn, turn) = oneshot::channel();
+    let scheduler = crate::schedule::Scheduler::start(Policy::fifo(1));
+    let ticket = scheduler
+        .enqueue(&crate::schedule::Turn {
+            tenant: String::new(),
+            priority: 0,
+        })
+        .expect("queued");
     let (reply, _reply) = oneshot::channel();
     let (progress, _progress) = tokio::sync::watch::channel(Default::default());
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -440,6 +468,8 @@ async fn a_queued_owner_is_a_small_future() {
             module_hash: h.module.hash().into(),
             queued_at: SystemTime::now(),
             bytes_in: 0,
+            tenant: String::new(),
+            priority: 0,
         },
         assignment: Assignment {
             uid: "a".into(),
@@ -449,8 +479,11 @@ async fn a_queued_owner_is_a_small_future() {
             limits: Limits::default(),
             capabilities: Capabilities::default(),
             command: None,
+            tenant: String::new(),
+            priority: 0,
+            start_by: None,
         },
-        turn,
+        ticket,
         cancel: cancel.child_token(),
         shutdown: cancel,
         reply,
@@ -464,3 +497,6 @@ async fn a_queued_owner_is_a_small_future() {
     let size = std::mem::size_of_val(&owner.run());
     assert!(size <= 800, "a queued owner takes {size} bytes");
 }
+
+#[path = "schedule_tests.rs"]
+mod schedule;

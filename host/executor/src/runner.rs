@@ -3,14 +3,14 @@
 //! backend, the subscribers, the executor's cancellation token and task
 //! tracker).
 //!
-//! `submit` makes a task's [`Owner`] and puts its turn in the queue; one
-//! loop hands out slots to the turns in submit order (FIFO) as permits
-//! free up; the owner takes it from there.
+//! `submit` makes a task's [`Owner`] and puts it in the scheduler's queue
+//! (`schedule.rs`: tenants by weight, priorities with aging, bounds), which
+//! hands it a slot when its turn comes; the owner takes it from there.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -18,10 +18,8 @@ use crate::dispatch::{Assignment, Backend};
 use crate::event::{EventStream, Subscribers, UpdateStream};
 use crate::handle::{Decode, ProgressState, TaskHandle};
 use crate::owner::{Owner, TaskMeta};
+use crate::schedule::{Policy, Scheduler, Turn};
 use crate::Error;
-
-/// Where a queued task's slot is sent when its turn comes.
-type Turn = oneshot::Sender<OwnedSemaphorePermit>;
 
 /// Queues tasks and owns what their owners share.
 pub(crate) struct Runner {
@@ -31,20 +29,18 @@ pub(crate) struct Runner {
     tracker: TaskTracker,
     /// The executor's token: cancelled, it stops every task (shut down).
     stop: CancellationToken,
-    turns: mpsc::UnboundedSender<Turn>,
+    scheduler: Arc<Scheduler>,
 }
 
 impl Runner {
-    /// Starts the slot loop with `slots` slots, on the current runtime.
-    pub(crate) fn start(backend: Arc<dyn Backend>, slots: usize) -> Self {
-        let (turns, queue) = mpsc::unbounded_channel();
-        tokio::spawn(hand_out_slots(slots, queue));
+    /// Starts the scheduler with `policy`, on the current runtime.
+    pub(crate) fn start(backend: Arc<dyn Backend>, policy: Policy) -> Self {
         Runner {
             backend,
             subscribers: Arc::default(),
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
-            turns,
+            scheduler: Scheduler::start(policy),
         }
     }
 
@@ -60,14 +56,18 @@ impl Runner {
         if self.tracker.is_closed() {
             return Err(Error::ShutDown);
         }
-        let (turn, turn_rx) = oneshot::channel();
-        self.turns.send(turn).map_err(|_| Error::ShutDown)?;
+        let ticket = self.scheduler.enqueue(&Turn {
+            tenant: assignment.tenant.clone(),
+            priority: assignment.priority,
+        })?;
         let meta = TaskMeta {
             uid: assignment.uid.clone(),
             task: assignment.task.clone(),
             module_hash: assignment.module.hash().to_owned(),
             queued_at: SystemTime::now(),
             bytes_in: assignment.input.len(),
+            tenant: assignment.tenant.clone(),
+            priority: assignment.priority,
         };
         tracing::debug!(uid = %meta.uid, task = %meta.task, module = assignment.module.name(), "task queued");
         let cancel = self.stop.child_token();
@@ -83,7 +83,7 @@ impl Runner {
         let owner = Owner {
             meta,
             assignment,
-            turn: turn_rx,
+            ticket,
             cancel,
             shutdown: self.stop.clone(),
             reply,
@@ -101,6 +101,22 @@ impl Runner {
 
     pub(crate) fn updates(&self) -> UpdateStream {
         self.subscribers.subscribe_updates()
+    }
+
+    /// Resolves once a task of `tenant` would be queued, not refused.
+    pub(crate) async fn room(&self, tenant: &str) {
+        self.scheduler.room(tenant).await;
+    }
+
+    /// Queue entries held, stale ones included (for tests of memory).
+    #[cfg(test)]
+    pub(crate) fn retained(&self) -> usize {
+        self.scheduler.retained()
+    }
+
+    /// Tasks waiting for a slot: in all, and of `tenant`.
+    pub(crate) fn queued(&self, tenant: &str) -> (usize, usize) {
+        self.scheduler.queued(tenant)
     }
 
     /// Refuses new tasks, lets the others finish for `grace`, stops the
@@ -126,16 +142,9 @@ impl Runner {
     }
 }
 
-/// Hands a slot to each turn in queue order, as slots free up. A task
-/// stopped while waiting has dropped its receiver: it is skipped, and a
-/// slot sent to a task stopped a moment ago comes straight back.
-async fn hand_out_slots(slots: usize, mut queue: mpsc::UnboundedReceiver<Turn>) {
-    let slots = Arc::new(Semaphore::new(slots));
-    while let Some(mut turn) = queue.recv().await {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = turn.closed() => continue,
-        };
-        let _ = turn.send(permit);
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // Queued tasks still get their slots; then the scheduler's loop ends.
+        self.scheduler.close();
     }
 }

@@ -642,7 +642,7 @@ pub struct Usage {
 /// # Examples
 /// ```
 /// use asyncer_protocol::ErrorKind;
-/// assert_eq!(ErrorKind::ALL.len(), 21);
+/// assert_eq!(ErrorKind::ALL.len(), 23);
 /// assert_eq!(ErrorKind::MemoryLimit.to_string(), "memory_limit");
 /// ```
 #[non_exhaustive]
@@ -692,11 +692,16 @@ pub enum ErrorKind {
     /// The module's hash is not on the executor's (or the worker host's)
     /// allow-list.
     ModuleNotAllowed,
+    /// The queue (the executor's, or the task's tenant's) was at its bound:
+    /// the task was refused at submit.
+    QueueFull,
+    /// The task could not start by its deadline: it ended without running.
+    Expired,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::InvalidModule,
         ErrorKind::NoSuchTask,
         ErrorKind::Decode,
@@ -718,6 +723,8 @@ impl ErrorKind {
         ErrorKind::InvalidConfig,
         ErrorKind::WorkerLost,
         ErrorKind::ModuleNotAllowed,
+        ErrorKind::QueueFull,
+        ErrorKind::Expired,
     ];
 
     /// The stable snake_case name, e.g. `"guest_panic"`.
@@ -750,6 +757,8 @@ impl ErrorKind {
             ErrorKind::InvalidConfig => "invalid_config",
             ErrorKind::WorkerLost => "worker_lost",
             ErrorKind::ModuleNotAllowed => "module_not_allowed",
+            ErrorKind::QueueFull => "queue_full",
+            ErrorKind::Expired => "expired",
         }
     }
 }
