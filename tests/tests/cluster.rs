@@ -882,3 +882,111 @@ async fn a_host_runs_only_the_modules_its_operator_approved() {
     assert_queue_drains(&connection).await;
     exec.shutdown(Duration::from_secs(5)).await;
 }
+
+/// `GET /metrics` from `port` on loopback: the body.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// The value of the metric line that starts with `prefix`.
+fn metric(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_serves_its_metrics_to_prometheus() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = Server::start();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _host = host_at(
+        &server.url(),
+        "metered",
+        &["--max-processes", "2", "--metrics-addr", &addr],
+    );
+    let (exec, connection) = client(&server).await;
+    let module = faults(&exec).await;
+    for (a, b) in [(1, 2), (3, 4)] {
+        let sum: u64 = within(30, exec.submit(&module, "add", &Pair { a, b }).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(sum, a + b);
+    }
+    let refused = within(
+        30,
+        exec.submit::<_, u64>(&module, "divide", &Pair { a: 1, b: 0 })
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.kind(), asyncer::ErrorKind::GuestError);
+    // The host records each task as it publishes its event, just before the
+    // submitter gets the result: look until the figures are there.
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = scrape(port).unwrap_or_default();
+        if metric(&body, "asyncer_tasks_total{outcome=\"guest_error\"") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tenant = connection.tenant();
+    assert_eq!(
+        metric(
+            &body,
+            &format!("asyncer_tasks_total{{outcome=\"ok\",tenant=\"{tenant}\"}}")
+        ),
+        Some(2.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            &format!("asyncer_tasks_total{{outcome=\"guest_error\",tenant=\"{tenant}\"}}")
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            &format!("asyncer_run_seconds_count{{tenant=\"{tenant}\"}}")
+        ),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            &format!("asyncer_queue_wait_seconds_count{{tenant=\"{tenant}\"}}")
+        ),
+        Some(3.0),
+        "{body}"
+    );
+    assert!(
+        metric(&body, "asyncer_peak_memory_bytes").is_some(),
+        "{body}"
+    );
+    assert_eq!(metric(&body, "asyncer_queued_tasks"), Some(0.0), "{body}");
+    assert_eq!(metric(&body, "asyncer_running_tasks"), Some(0.0), "{body}");
+    assert!(metric(&body, "asyncer_live_workers").is_some(), "{body}");
+    assert!(
+        body.contains("# TYPE asyncer_tasks_total counter"),
+        "{body}"
+    );
+    assert_queue_drains(&connection).await;
+    exec.shutdown(Duration::from_secs(5)).await;
+}

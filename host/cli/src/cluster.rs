@@ -107,6 +107,11 @@ pub(crate) struct ServeArgs {
     pub(crate) guard: crate::GuardArgs,
     #[command(flatten)]
     pub(crate) cache: crate::CacheArgs,
+    /// Serves this host's metrics (tasks by outcome and tenant, queue wait,
+    /// run time, fuel, memory, attempts, queued tasks, live workers) in
+    /// Prometheus' text format at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -114,6 +119,15 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("asyncer serve: --nats URL is required");
         return ExitCode::from(crate::BAD_USAGE);
     };
+    if let Some(addr) = args.metrics_addr {
+        let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install();
+        if let Err(e) = installed {
+            eprintln!("asyncer serve: cannot serve metrics on {addr}: {e}");
+            return ExitCode::from(crate::BAD_USAGE);
+        }
+    }
     let mut builder = match args.guard.apply(args.cache.apply(Executor::builder())) {
         Ok(builder) => builder,
         Err(e) => {

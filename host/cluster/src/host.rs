@@ -334,8 +334,10 @@ async fn execute(
         .await
         .ok();
     let mut updates = state.exec.updates();
+    // The host's scheduler shares its slots between the cluster's tenants.
     let options = TaskOptions::new()
         .uid(task.uid.clone())
+        .tenant(task.tenant.clone())
         .limits(task.limits.to_limits())
         .capabilities(capabilities);
     let mut handle = match state

@@ -61,6 +61,7 @@ mod json;
 mod limits;
 mod local;
 mod locate;
+mod measure;
 mod module;
 mod owner;
 mod pool;

@@ -243,7 +243,9 @@ impl Delivery {
         let finished_at = SystemTime::now();
         drop(permit);
         trace::guest_output(&meta.uid, &meta.task, &report);
-        subscribers.publish(&TaskEvent::new(meta, error, bytes_out, report, finished_at));
+        let event = TaskEvent::new(meta, error, bytes_out, report, finished_at);
+        crate::measure::task_finished(&event);
+        subscribers.publish(&event);
     }
 }
 

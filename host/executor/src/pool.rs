@@ -151,6 +151,8 @@ struct Worker {
     /// The directory grants its sandbox is locked to, once it served a task
     /// (a warm worker serves only tasks with the same grants).
     grants: Option<Grants>,
+    /// Counted in the live-workers gauge while it exists.
+    _live: crate::measure::LiveWorker,
 }
 
 /// The directories a task is granted, as a worker's sandbox sees them.
@@ -248,6 +250,7 @@ impl Pool {
             stderr_done,
             tasks_served: 0,
             grants: None,
+            _live: crate::measure::LiveWorker::new(),
         })
     }
 

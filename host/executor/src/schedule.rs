@@ -128,6 +128,8 @@ impl Drop for Slot {
         if let Some(tenant) = state.tenants.get_mut(&self.tenant) {
             tenant.running -= 1;
         }
+        state.running -= 1;
+        crate::measure::slots(state.queued, state.running);
         state.forget_idle(&self.tenant, &self.scheduler.policy);
         drop(state);
         // A tenant at its cap may run again.
@@ -173,6 +175,7 @@ impl Drop for Ticket {
         let slot = rx.try_recv().ok();
         if slot.is_none() {
             state.unqueue(&self.tenant);
+            crate::measure::slots(state.queued, state.running);
             state.stale += 1;
             state.sweep();
             state.forget_idle(&self.tenant, &self.scheduler.policy);
@@ -202,6 +205,8 @@ struct Tenant {
 struct State {
     tenants: HashMap<String, Tenant>,
     queued: usize,
+    /// Slots held.
+    running: usize,
     /// Entries whose ticket was dropped, not yet taken out of the queues.
     stale: usize,
     seq: u64,
@@ -396,7 +401,9 @@ impl Scheduler {
                 continue;
             }
             tenant.running += 1;
+            state.running += 1;
             state.unqueue(&name);
+            crate::measure::slots(state.queued, state.running);
             let slot = Slot {
                 _permit: permit,
                 tenant: name,
