@@ -753,19 +753,36 @@ async fn killing_the_stream_leader_of_a_three_server_cluster_loses_nothing() {
 async fn the_cli_runs_a_task_through_the_cluster_with_the_same_json_plus_host_and_attempt() {
     let _one = ONE_AT_A_TIME.lock().await;
     let server = Server::start();
-    let hosts = [host(&server, "cli-host")];
-    let output = tokio::task::spawn_blocking({
-        let url = server.url();
-        move || {
-            common::cli_command()
-                .args(["run", "--nats", &url, asyncer_tests::FAULTS, "add"])
-                .args(["--input-hex", "0203", "--json"])
-                .output()
-                .expect("the CLI runs")
-        }
-    })
-    .await
-    .unwrap();
+    let mut hosts = [host(&server, "cli-host")];
+    let mut cli = tokio::process::Command::from(common::cli_command())
+        .args(["run", "--nats", &server.url(), asyncer_tests::FAULTS, "add"])
+        .args(["--input-hex", "0203", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the CLI runs");
+    let stdout = cli.stdout.take().expect("piped");
+    let read = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::BufReader::new(stdout), &mut bytes)
+            .await
+            .map(|_| bytes)
+    });
+    // Bounded: a host that is gone must fail the test, not hang it.
+    let Ok(status) = tokio::time::timeout(Duration::from_secs(60), cli.wait()).await else {
+        let host_alive = hosts[0]
+            .child
+            .try_wait()
+            .map(|s| s.is_none())
+            .unwrap_or(false);
+        panic!("the CLI did not finish within 60 s (host alive: {host_alive})");
+    };
+    let output = std::process::Output {
+        status: status.unwrap(),
+        stdout: read.await.unwrap().unwrap(),
+        stderr: Vec::new(),
+    };
     assert!(output.status.success(), "{output:?}");
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
     assert_eq!(json["status"], "ok");

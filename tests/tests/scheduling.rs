@@ -134,3 +134,53 @@ async fn a_full_queue_refuses_at_once_and_room_lets_a_caller_wait() {
         handle.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_tasks_are_retried_with_backoff_and_guest_errors_are_not() {
+    use asyncer::RetryPolicy;
+    let exec = Executor::builder()
+        .max_processes(2)
+        .worker_program(common::WORKER)
+        .retry(RetryPolicy::new(3).backoff(Duration::from_millis(100), Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let faults = common::faults(&exec).await;
+    let mut events = exec.events();
+    // `exit` ends its worker: worker_crashed, every time.
+    let started = std::time::Instant::now();
+    let handle = exec.submit::<_, ()>(&faults, "exit", &3i32).unwrap();
+    let error = handle.await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerCrashed, "{error}");
+    // Two waits: at least half of 100 ms and of 200 ms (jitter).
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    let event = events.recv().await.unwrap();
+    assert_eq!(event.attempt, 3);
+    assert!(
+        event
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("(after 3 attempts)"),
+        "{:?}",
+        event.message
+    );
+    // A deterministic guest error runs once.
+    let error = exec
+        .submit::<_, u64>(&faults, "divide", &faults::Pair { a: 1, b: 0 })
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::GuestError);
+    assert_eq!(events.recv().await.unwrap().attempt, 1);
+    // A task's own policy wins over the executor's: here, no second run.
+    let once = TaskOptions::new().retry(RetryPolicy::new(1));
+    exec.submit_with::<_, ()>(&faults, "exit", &3i32, once)
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert_eq!(events.recv().await.unwrap().attempt, 1);
+}

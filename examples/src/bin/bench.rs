@@ -48,8 +48,8 @@ struct Args {
     #[arg(long)]
     layers: bool,
     /// Only these groups of rows, comma-separated: noop, sandbox, heavy,
-    /// compute, progress, payload, cluster, ticker, memory, cli (default:
-    /// all).
+    /// compute, progress, payload, cluster, ticker, memory, cli, scheduler
+    /// (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -743,6 +743,120 @@ async fn memory_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// The scheduler's cost: warm no-op throughput with every task in one
+/// tenant at one level (the plain FIFO case) against tasks spread over 8
+/// tenants (one of weight 3, one capped) and 4 priority levels, alternately
+/// in the same run; then host memory under a flood of submits at the queue
+/// bound.
+async fn scheduler_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let tasks = args.throughput_tasks * 10;
+    let (mut fifo, mut spread) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        for mixed in [false, true] {
+            let mut builder = Executor::builder()
+                .max_processes(2)
+                .warm(WarmOptions::default())
+                .tenant("t0", asyncer::TenantSettings::new().weight(3))
+                .tenant("t1", asyncer::TenantSettings::new().max_running(1));
+            if !mixed {
+                builder = builder.priority_aging(None);
+            }
+            let exec = builder.build()?;
+            let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+            throughput(&exec, &module, 1000).await?;
+            let start = Instant::now();
+            let handles = (0..tasks)
+                .map(|i| {
+                    let options = if mixed {
+                        asyncer::TaskOptions::new()
+                            .tenant(format!("t{}", i % 8))
+                            .priority((i % 4) as i32 * 10)
+                    } else {
+                        asyncer::TaskOptions::new()
+                    };
+                    exec.submit_with::<_, ()>(&module, "noop", &(), options)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for handle in handles {
+                handle.await?;
+            }
+            let rate = tasks as f64 / start.elapsed().as_secs_f64();
+            if mixed {
+                spread.push(rate)
+            } else {
+                fifo.push(rate)
+            }
+            exec.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+    let (fifo, spread) = (median(fifo), median(spread));
+    rows.push(Row {
+        what: format!("no-op, warm, {tasks} tasks over 8 tenants and 4 priorities"),
+        value: format!("{spread:.0} tasks/s"),
+        baseline: format!("one tenant, one level (FIFO): {fifo:.0} tasks/s"),
+        ratio: format!("{:+.1}%", (spread / fifo - 1.0) * 100.0),
+    });
+
+    // A flood at the bound: submit, and wait for room when refused.
+    let bound = 1000;
+    let flood = 100_000;
+    let exec = Executor::builder()
+        .max_processes(2)
+        .warm(WarmOptions::default())
+        .max_queued(bound)
+        .build()?;
+    let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+    let mut events = exec.events();
+    throughput(&exec, &module, 1000).await?;
+    while events.try_recv().is_some() {}
+    let before = rss_bytes();
+    let (mut refused, mut peak) = (0u64, before);
+    let start = Instant::now();
+    for i in 0..flood {
+        loop {
+            match exec.submit::<_, ()>(&module, "noop", &()) {
+                // Detached: the task runs, its event comes.
+                Ok(handle) => {
+                    drop(handle);
+                    break;
+                }
+                Err(asyncer::Error::QueueFull { .. }) => {
+                    refused += 1;
+                    exec.room(None).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if i % 10_000 == 0 {
+            while events.try_recv().is_some() {}
+            peak = peak.max(rss_bytes());
+        }
+    }
+    while exec.queued(None).0 > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while events.try_recv().is_some() {}
+    let after = rss_bytes();
+    rows.push(Row {
+        what: format!(
+            "host RSS under a flood of {flood} submits at a queue bound of {bound} (warm)"
+        ),
+        value: format!(
+            "{:.1} MB -> peak {:.1} MB -> {:.1} MB; {refused} refusals waited out",
+            before as f64 / 1e6,
+            peak as f64 / 1e6,
+            after as f64 / 1e6
+        ),
+        baseline: format!(
+            "{:.0} submits/s",
+            flood as f64 / start.elapsed().as_secs_f64()
+        ),
+        ratio: format!("{:+.1} MB", (after as f64 - before as f64) / 1e6),
+    });
+    exec.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
 /// `asyncer run` of a small task, whole command, with the compile cache
 /// empty (a compile) and filled by an earlier run (none), for each guest.
 fn cli_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
@@ -845,6 +959,10 @@ async fn main() -> Result<()> {
             if args.wants("memory") {
                 eprintln!("memory...");
                 memory_rows(&args, &mut rows).await?;
+            }
+            if args.wants("scheduler") {
+                eprintln!("the scheduler...");
+                scheduler_rows(&args, &mut rows).await?;
             }
             if args.wants("cli") {
                 eprintln!("the CLI's compile cache...");

@@ -14,7 +14,7 @@ use crate::module::Compiler;
 use crate::pool::{Pool, PoolMode, WarmOptions};
 use crate::runner::Runner;
 use crate::schedule::{Policy, TenantSettings};
-use crate::{ArtifactCache, Capabilities, Error, Executor, Limits, SandboxSettings};
+use crate::{ArtifactCache, Capabilities, Error, Executor, Limits, RetryPolicy, SandboxSettings};
 
 /// Configures an [`Executor`]; made by [`Executor::builder`].
 ///
@@ -51,6 +51,7 @@ pub struct ExecutorBuilder {
     max_queued_per_tenant: Option<usize>,
     priority_aging: Option<Option<Duration>>,
     tenants: HashMap<String, TenantSettings>,
+    retry: Option<RetryPolicy>,
 }
 
 /// A backend given with [`ExecutorBuilder::backend`].
@@ -290,6 +291,13 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Retries every task per `retry` unless its options say otherwise
+    /// (default: no retries).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
     /// Default limits of every task.
     ///
     /// # Examples
@@ -517,6 +525,7 @@ impl ExecutorBuilder {
                 mode,
                 limits: self.limits,
                 capabilities: self.capabilities,
+                retry: self.retry,
                 pool,
             },
         ))
@@ -561,6 +570,7 @@ pub struct TaskOptions {
     pub(crate) tenant: Option<String>,
     pub(crate) priority: i32,
     pub(crate) start_within: Option<Duration>,
+    pub(crate) retry: Option<RetryPolicy>,
 }
 
 impl TaskOptions {
@@ -657,6 +667,14 @@ impl TaskOptions {
     /// ```
     pub fn start_within(mut self, wait: Duration) -> Self {
         self.start_within = Some(wait);
+        self
+    }
+
+    /// Runs the task again after the failures `retry` names (by default
+    /// only a crashed or lost worker), instead of the executor's default
+    /// ([`ExecutorBuilder::retry`]; none unless set).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
         self
     }
 }

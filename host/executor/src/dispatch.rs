@@ -99,7 +99,7 @@ pub trait Backend: Send + Sync + 'static {
 
 /// One task, as the executor hands it to a [`Backend`].
 #[non_exhaustive]
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Assignment {
     /// The task's uid (caller-given or a fresh uuid v4).
     pub uid: String,
@@ -123,6 +123,9 @@ pub struct Assignment {
     pub priority: i32,
     /// When it must have started by, if ever.
     pub start_by: Option<std::time::SystemTime>,
+    /// Whether and how it runs again after a failure (the executor does
+    /// that; a backend runs each attempt as a task of its own).
+    pub retry: Option<crate::RetryPolicy>,
 }
 
 /// What a [`Backend`] gets besides the task: where the guest's reports go,

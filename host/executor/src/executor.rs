@@ -60,6 +60,8 @@ pub(crate) struct Settings {
     pub(crate) mode: PoolMode,
     pub(crate) limits: Limits,
     pub(crate) capabilities: Capabilities,
+    /// Every task's retries unless its options say otherwise.
+    pub(crate) retry: Option<crate::RetryPolicy>,
     /// The local worker pool (`None` with another backend).
     pub(crate) pool: Option<Arc<Pool>>,
 }
@@ -763,6 +765,7 @@ impl Executor {
             .start_within
             .map(|wait| std::time::SystemTime::now() + wait);
         let assignment = Assignment {
+            retry: options.retry.or_else(|| settings.retry.clone()),
             tenant: options.tenant.unwrap_or_default(),
             priority: options.priority,
             start_by,

@@ -20,6 +20,8 @@ pub(crate) struct ProgressState {
     /// Bumped at every new progress value.
     pub(crate) version: u64,
     pub(crate) latest: Option<Progress>,
+    /// The run under way: 1, or more once retried.
+    pub(crate) attempt: u32,
 }
 
 /// A submitted task: a future of its typed result.
@@ -96,6 +98,12 @@ impl<T> TaskHandle<T> {
             progress,
             decode,
         }
+    }
+
+    /// Which run of the task is under way (or was the last): 1, or more
+    /// once it was retried ([`RetryPolicy`](crate::RetryPolicy)).
+    pub fn attempt(&self) -> u32 {
+        self.progress.borrow().attempt.max(1)
     }
 
     /// The task's uid, as in its events and logs.

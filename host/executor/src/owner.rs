@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatch::{Assignment, Backend, BoxFuture, Run, RunContext, RunReport};
 use crate::event::{LogEvent, ProgressEvent, Subscribers, TaskEvent, TaskUpdate};
 use crate::handle::{ProgressState, RawResult};
-use crate::schedule::{Slot, Ticket};
-use crate::{trace, Error};
+use crate::schedule::{Scheduler, Slot, Ticket, Turn};
+use crate::{trace, Error, ErrorKind};
 
 /// What identifies a task in its events, fixed at submit.
 #[derive(Debug, Clone)]
@@ -38,9 +38,12 @@ pub(crate) struct TaskMeta {
 /// Everything one task is, from submit to its event.
 pub(crate) struct Owner {
     pub(crate) meta: TaskMeta,
-    pub(crate) assignment: Assignment,
+    /// Boxed: a queued owner stays small.
+    pub(crate) assignment: Box<Assignment>,
     /// Receives the task's slot when its turn comes.
     pub(crate) ticket: Ticket,
+    /// Where a retried task queues again.
+    pub(crate) scheduler: Arc<Scheduler>,
     /// The task's own token, a child of `shutdown`.
     pub(crate) cancel: CancellationToken,
     /// The executor's token.
@@ -97,8 +100,9 @@ impl Owner {
     async fn live(self, waited: Waited) {
         let Owner {
             meta,
-            assignment,
+            mut assignment,
             ticket,
+            scheduler,
             cancel,
             shutdown,
             reply,
@@ -129,35 +133,70 @@ impl Owner {
                 return delivery.finish(run, None).await;
             }
         };
-        let Some(permit) = permit else {
-            let error = stop_reason(&cancel, &shutdown);
-            let run = Run {
-                outcome: Err(error),
-                report: RunReport::default(),
-                cleanup: None,
-            };
-            return delivery.finish(run, None).await;
+        let Some(mut permit) = permit else {
+            return delivery.stopped(&cancel, &shutdown).await;
         };
 
-        // Running: the backend has it; its reports come back on a channel.
-        let (reports_tx, mut reports) = mpsc::unbounded_channel();
-        let mut running = backend.run(assignment, RunContext::new(reports_tx, cancel.clone()));
-        let mut run = loop {
-            tokio::select! {
-                run = &mut running => break run,
-                Some(message) = reports.recv() => delivery.on_guest(message),
+        let mut attempt = 1;
+        loop {
+            // Running: the backend has it; its reports come back on a
+            // channel. A task that may run again keeps its assignment.
+            let retry = assignment.retry.clone();
+            let again = retry
+                .as_ref()
+                .filter(|r| r.max_attempts() > attempt)
+                .map(|_| assignment.clone());
+            let mut run = delivery
+                .run_once(&*backend, *assignment, &cancel, &shutdown)
+                .await;
+            if retry.is_some() {
+                run.report.attempt = run.report.attempt.max(attempt);
             }
-        };
-        // Whatever the backend reported before it answered comes first.
-        while let Ok(message) = reports.try_recv() {
-            delivery.on_guest(message);
+            let retried = match (&run.outcome, retry, again) {
+                (Err(error), Some(retry), Some(next))
+                    if retry.retries(error.kind(), attempt) && !cancel.is_cancelled() =>
+                {
+                    Some((retry.delay(attempt), next, error.kind()))
+                }
+                _ => None,
+            };
+            let Some((delay, next, kind)) = retried else {
+                // Finished.
+                return delivery.finish(run, Some(permit)).await;
+            };
+            // Reap this run's worker, give the slot back, wait, queue again.
+            let _ = cleanup_status(run.cleanup.take()).await;
+            drop(permit);
+            attempt += 1;
+            tracing::info!(
+                uid = %delivery.meta.uid,
+                task = %delivery.meta.task,
+                failed = %kind,
+                attempt,
+                ?delay,
+                "retrying the task"
+            );
+            delivery
+                .progress
+                .send_modify(|state| state.attempt = attempt);
+            let ticket = scheduler.requeue(&Turn {
+                tenant: delivery.meta.tenant.clone(),
+                priority: delivery.meta.priority,
+            });
+            let slot = tokio::select! {
+                biased;
+                () = cancel.cancelled() => None,
+                slot = async {
+                    tokio::time::sleep(delay).await;
+                    ticket.await
+                } => Some(slot),
+            };
+            let Some(slot) = slot else {
+                return delivery.stopped(&cancel, &shutdown).await;
+            };
+            permit = slot;
+            assignment = next;
         }
-        if matches!(run.outcome, Err(Error::Cancelled)) && cancel.is_cancelled() {
-            run.outcome = Err(stop_reason(&cancel, &shutdown));
-        }
-
-        // Finished.
-        delivery.finish(run, Some(permit)).await;
     }
 }
 
@@ -178,6 +217,42 @@ fn stop_reason(cancel: &CancellationToken, shutdown: &CancellationToken) -> Erro
 }
 
 impl Delivery {
+    /// One run of the task on `backend`, relaying its reports.
+    async fn run_once(
+        &self,
+        backend: &dyn Backend,
+        assignment: Assignment,
+        cancel: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Run {
+        let (reports_tx, mut reports) = mpsc::unbounded_channel();
+        let mut running = backend.run(assignment, RunContext::new(reports_tx, cancel.clone()));
+        let mut run = loop {
+            tokio::select! {
+                run = &mut running => break run,
+                Some(message) = reports.recv() => self.on_guest(message),
+            }
+        };
+        // Whatever the backend reported before it answered comes first.
+        while let Ok(message) = reports.try_recv() {
+            self.on_guest(message);
+        }
+        if matches!(run.outcome, Err(Error::Cancelled)) && cancel.is_cancelled() {
+            run.outcome = Err(stop_reason(cancel, shutdown));
+        }
+        run
+    }
+
+    /// Finishes a task stopped while it held no slot.
+    async fn stopped(self, cancel: &CancellationToken, shutdown: &CancellationToken) {
+        let run = Run {
+            outcome: Err(stop_reason(cancel, shutdown)),
+            report: RunReport::default(),
+            cleanup: None,
+        };
+        self.finish(run, None).await;
+    }
+
     /// Hands a progress or log record of the running guest to its watchers,
     /// the update subscribers and `tracing`.
     fn on_guest(&self, message: GuestMessage) {
@@ -232,7 +307,14 @@ impl Delivery {
             cleanup,
         } = run;
         trace::outcome(&meta.uid, &meta.task, &outcome);
-        let error = outcome.as_ref().err().map(|e| (e.kind(), e.to_string()));
+        let error = outcome.as_ref().err().map(|e| {
+            let mut message = e.to_string();
+            // (A lost task's message counts its deliveries already.)
+            if report.attempt > 1 && e.kind() != ErrorKind::WorkerLost {
+                message = format!("{message} (after {} attempts)", report.attempt);
+            }
+            (e.kind(), message)
+        });
         let bytes_out = outcome.as_ref().map_or(0, Vec::len);
         // Progress watchers see the end before the caller sees the result.
         drop(progress);

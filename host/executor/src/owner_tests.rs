@@ -130,6 +130,7 @@ impl Harness {
             tenant: tenant.into(),
             priority,
             start_by: start_within.map(|wait| SystemTime::now() + wait),
+            retry: None,
         };
         self.runner.submit(assignment, Decode::Fn(raw))
     }
@@ -355,6 +356,7 @@ async fn shutdown_lets_running_tasks_finish_within_the_grace() {
         tenant: String::new(),
         priority: 0,
         start_by: None,
+        retry: None,
     };
     assert!(
         matches!(
@@ -471,7 +473,7 @@ async fn a_queued_owner_is_a_small_future() {
             tenant: String::new(),
             priority: 0,
         },
-        assignment: Assignment {
+        assignment: Box::new(Assignment {
             uid: "a".into(),
             task: "t".into(),
             module: h.module.clone(),
@@ -482,8 +484,10 @@ async fn a_queued_owner_is_a_small_future() {
             tenant: String::new(),
             priority: 0,
             start_by: None,
-        },
+            retry: None,
+        }),
         ticket,
+        scheduler: scheduler.clone(),
         cancel: cancel.child_token(),
         shutdown: cancel,
         reply,

@@ -82,8 +82,9 @@ impl Runner {
         );
         let owner = Owner {
             meta,
-            assignment,
+            assignment: Box::new(assignment),
             ticket,
+            scheduler: self.scheduler.clone(),
             cancel,
             shutdown: self.stop.clone(),
             reply,

@@ -303,9 +303,19 @@ impl Scheduler {
     /// # Errors
     /// [`Error::QueueFull`] at the executor's or the tenant's bound.
     pub(crate) fn enqueue(self: &Arc<Self>, turn: &Turn) -> Result<Ticket, Error> {
+        self.queue(turn, true)
+    }
+
+    /// Queues a task that was accepted before (a retry): the bounds, which
+    /// guard submits, do not apply.
+    pub(crate) fn requeue(self: &Arc<Self>, turn: &Turn) -> Ticket {
+        self.queue(turn, false).expect("no bound applies")
+    }
+
+    fn queue(self: &Arc<Self>, turn: &Turn, bounded: bool) -> Result<Ticket, Error> {
         let (tx, rx) = oneshot::channel();
         let mut state = self.lock();
-        if let Some(max) = self.policy.max_queued {
+        if let Some(max) = self.policy.max_queued.filter(|_| bounded) {
             if state.queued >= max {
                 return Err(Error::QueueFull {
                     tenant: None,
@@ -313,7 +323,7 @@ impl Scheduler {
                 });
             }
         }
-        if let Some(max) = self.queue_bound(&turn.tenant) {
+        if let Some(max) = self.queue_bound(&turn.tenant).filter(|_| bounded) {
             if state.tenants.get(&turn.tenant).map_or(0, |t| t.queued) >= max {
                 return Err(Error::QueueFull {
                     tenant: Some(turn.tenant.clone()),

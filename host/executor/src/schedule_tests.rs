@@ -290,3 +290,114 @@ async fn cancelled_queued_tasks_leave_no_memory_behind() {
         "{retained} entries kept for 0 queued tasks"
     );
 }
+
+fn crashed(pid: u32) -> Run {
+    Run::new(
+        Err(Error::WorkerCrashed {
+            pid,
+            status: "signal 9".into(),
+            stderr_tail: String::new(),
+        }),
+        SystemTime::now(),
+    )
+}
+
+/// Submits with `retry`.
+fn submit_retrying(h: &Harness, uid: &str, retry: crate::RetryPolicy) -> TaskHandle<Vec<u8>> {
+    let assignment = Assignment {
+        uid: uid.into(),
+        task: "t".into(),
+        module: h.module.clone(),
+        input: vec![7],
+        limits: Limits::default(),
+        capabilities: Capabilities::default(),
+        command: None,
+        tenant: String::new(),
+        priority: 0,
+        start_by: None,
+        retry: Some(retry),
+    };
+    h.runner
+        .submit(assignment, Decode::Fn(raw))
+        .expect("accepted")
+}
+
+#[tokio::test]
+async fn a_crashed_run_is_retried_with_backoff_until_it_succeeds() {
+    let mut h = harness(1);
+    let retry =
+        crate::RetryPolicy::new(3).backoff(Duration::from_millis(40), Duration::from_secs(1));
+    let handle = submit_retrying(&h, "flaky", retry);
+    assert_eq!(handle.attempt(), 1);
+    let first = h.call().await;
+    assert_eq!(first.task.input, vec![7]);
+    let crashed_at = std::time::Instant::now();
+    first.answer.send(crashed(11)).ok();
+    let second = h.call().await;
+    // Backoff: at least half the initial delay (jitter), with no slot held.
+    assert!(crashed_at.elapsed() >= Duration::from_millis(20));
+    assert_eq!(second.task.input, vec![7], "the same input again");
+    assert_eq!(handle.attempt(), 2);
+    second.answer.send(ok_run(&[1], 12)).ok();
+    assert_eq!(within(handle).await.expect("ok"), vec![1]);
+    let event = h.event().await;
+    assert!(event.is_ok());
+    assert_eq!(event.attempt, 2);
+    assert_eq!(event.pid, Some(12));
+}
+
+#[tokio::test]
+async fn retries_end_with_the_last_error_and_say_how_many_runs_were_made() {
+    let mut h = harness(1);
+    let retry =
+        crate::RetryPolicy::new(3).backoff(Duration::from_millis(1), Duration::from_millis(5));
+    let handle = submit_retrying(&h, "doomed", retry);
+    for pid in 1..=3 {
+        h.call().await.answer.send(crashed(pid)).ok();
+    }
+    match within(handle).await {
+        Err(Error::WorkerCrashed { pid, .. }) => assert_eq!(pid, 3),
+        other => panic!("expected the last crash, got {other:?}"),
+    }
+    let event = h.event().await;
+    assert_eq!(event.attempt, 3);
+    assert!(
+        event
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("(after 3 attempts)"),
+        "{:?}",
+        event.message
+    );
+    h.no_call().await;
+
+    // A guest's own error is not retried unless asked.
+    let handle = submit_retrying(&h, "guest", crate::RetryPolicy::new(3));
+    h.call()
+        .await
+        .answer
+        .send(Run::new(
+            Err(Error::Guest {
+                message: "no".into(),
+            }),
+            SystemTime::now(),
+        ))
+        .ok();
+    assert!(matches!(within(handle).await, Err(Error::Guest { .. })));
+    h.no_call().await;
+    assert_eq!(h.event().await.attempt, 1);
+}
+
+#[tokio::test]
+async fn a_task_cancelled_while_it_waits_to_retry_ends_cancelled() {
+    let mut h = harness(1);
+    let retry =
+        crate::RetryPolicy::new(5).backoff(Duration::from_secs(30), Duration::from_secs(30));
+    let handle = submit_retrying(&h, "waiting", retry);
+    h.call().await.answer.send(crashed(1)).ok();
+    settle().await;
+    handle.cancel();
+    assert!(matches!(within(handle).await, Err(Error::Cancelled)));
+    h.no_call().await;
+}
