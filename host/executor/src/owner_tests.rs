@@ -119,7 +119,16 @@ impl Harness {
         priority: i32,
         start_within: Option<Duration>,
     ) -> Result<TaskHandle<Vec<u8>>, Error> {
-        let assignment = Assignment {
+        let mut assignment = self.assignment(uid, input);
+        assignment.tenant = tenant.into();
+        assignment.priority = priority;
+        assignment.start_by = start_within.map(|wait| SystemTime::now() + wait);
+        self.runner.submit(assignment, Decode::Fn(raw))
+    }
+
+    /// Task `t` of the harness's module, with `input` and the defaults.
+    fn assignment(&self, uid: &str, input: Vec<u8>) -> Assignment {
+        Assignment {
             uid: uid.into(),
             task: "t".into(),
             module: self.module.clone(),
@@ -127,12 +136,11 @@ impl Harness {
             limits: Limits::default(),
             capabilities: Capabilities::default(),
             command: None,
-            tenant: tenant.into(),
-            priority,
-            start_by: start_within.map(|wait| SystemTime::now() + wait),
+            tenant: String::new(),
+            priority: 0,
+            start_by: None,
             retry: None,
-        };
-        self.runner.submit(assignment, Decode::Fn(raw))
+        }
     }
 
     /// The next call of the backend.
@@ -339,30 +347,15 @@ async fn shutdown_lets_running_tasks_finish_within_the_grace() {
     let mut h = harness(1);
     let a = h.submit("a", vec![]);
     let call = h.call().await;
+    let late = h.assignment("late", vec![]);
     let runner = Arc::new(h.runner);
     let stopping = tokio::spawn({
         let runner = runner.clone();
         async move { runner.shutdown(Duration::from_secs(60)).await }
     });
     settle().await;
-    let assignment = Assignment {
-        uid: "late".into(),
-        task: "t".into(),
-        module: h.module.clone(),
-        input: vec![],
-        limits: Limits::default(),
-        capabilities: Capabilities::default(),
-        command: None,
-        tenant: String::new(),
-        priority: 0,
-        start_by: None,
-        retry: None,
-    };
     assert!(
-        matches!(
-            runner.submit(assignment, Decode::Fn(raw)),
-            Err(Error::ShutDown)
-        ),
+        matches!(runner.submit(late, Decode::Fn(raw)), Err(Error::ShutDown)),
         "refused once shutting down"
     );
     assert!(!stopping.is_finished(), "waits for the running task");

@@ -472,6 +472,11 @@ impl Scheduler {
         }
         let chosen = best.map(|(_, _, name)| name.clone());
         state.stale -= stale_dropped;
+        // Tenants left with nothing (their tasks cancelled) are forgotten.
+        let configured = &self.policy.tenants;
+        state.tenants.retain(|name, t| {
+            t.running > 0 || t.queued > 0 || !t.levels.is_empty() || configured.contains_key(name)
+        });
         chosen
     }
 }

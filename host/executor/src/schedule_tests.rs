@@ -304,19 +304,8 @@ fn crashed(pid: u32) -> Run {
 
 /// Submits with `retry`.
 fn submit_retrying(h: &Harness, uid: &str, retry: crate::RetryPolicy) -> TaskHandle<Vec<u8>> {
-    let assignment = Assignment {
-        uid: uid.into(),
-        task: "t".into(),
-        module: h.module.clone(),
-        input: vec![7],
-        limits: Limits::default(),
-        capabilities: Capabilities::default(),
-        command: None,
-        tenant: String::new(),
-        priority: 0,
-        start_by: None,
-        retry: Some(retry),
-    };
+    let mut assignment = h.assignment(uid, vec![7]);
+    assignment.retry = Some(retry);
     h.runner
         .submit(assignment, Decode::Fn(raw))
         .expect("accepted")
