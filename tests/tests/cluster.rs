@@ -153,6 +153,8 @@ fn host(server: &Server, name: &str) -> Process {
 /// A worker host of the servers at `urls`, with the tests' lease and
 /// deliveries, and `settings`.
 fn host_at(urls: &str, name: &str, settings: &[&str]) -> Process {
+    // Its stderr goes to a file a failing test can show.
+    let log = host_log(name);
     let child = common::cli_command()
         .args(["serve", "--nats", urls, "--name", name])
         .args([
@@ -164,10 +166,15 @@ fn host_at(urls: &str, name: &str, settings: &[&str]) -> Process {
         .args(settings)
         .env("ASYNCER_WORKER", WORKER)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
         .spawn()
         .expect("the host starts");
     Process { child }
+}
+
+/// Where host `name`'s stderr goes.
+fn host_log(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("host-{name}-{}.log", std::process::id()))
 }
 
 fn options(server: &Server) -> ClusterOptions {
@@ -776,7 +783,10 @@ async fn the_cli_runs_a_task_through_the_cluster_with_the_same_json_plus_host_an
             .try_wait()
             .map(|s| s.is_none())
             .unwrap_or(false);
-        panic!("the CLI did not finish within 60 s (host alive: {host_alive})");
+        let log = std::fs::read_to_string(host_log("cli-host")).unwrap_or_default();
+        panic!(
+            "the CLI did not finish within 60 s (host alive: {host_alive}); host stderr:\n{log}"
+        );
     };
     let output = std::process::Output {
         status: status.unwrap(),
