@@ -39,7 +39,8 @@
 //!
 //! # How a task flows through the crate
 //! [`Executor::submit`] (`executor.rs`) checks the task and resolves its
-//! limits; the runner (`runner.rs`) queues it and starts its owner
+//! limits; the runner (`runner.rs`) queues it with the scheduler
+//! (`schedule.rs`: tenants, priorities, bounds) and starts its owner
 //! (`owner.rs`), one tokio task holding all of the task's state, which waits
 //! for a slot, hands the task to a [`dispatch::Backend`] (the local worker
 //! pool, `local.rs` and `pool.rs`), relays its progress, and delivers its
