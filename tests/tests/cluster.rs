@@ -1017,3 +1017,20 @@ async fn a_host_serves_its_metrics_to_prometheus() {
     assert_queue_drains(&connection).await;
     exec.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_and_submitters_starting_together_all_set_up_the_cluster() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // A fresh server: the first connections all make the stream and
+    // buckets at once, and those that lose the race use the winner's.
+    let server = Server::start();
+    let connects: Vec<_> = (0..32)
+        .map(|_| tokio::spawn(Connection::connect(options(&server))))
+        .collect();
+    for connect in connects {
+        within(30, connect)
+            .await
+            .unwrap()
+            .expect("every connection sets up");
+    }
+}

@@ -224,8 +224,19 @@ impl Connection {
                 message: e.to_string(),
             }
         };
-        let stream = js
-            .get_or_create_stream(stream::Config {
+        // Hosts and submitters starting together all make the stream and
+        // buckets if missing: a create that loses that race fails ("subjects
+        // overlap", "name already in use") while the winner's now exists, so
+        // each is looked up again, a few times, before giving up.
+        let no_jetstream = |e: &async_nats::jetstream::context::CreateStreamError| {
+            use async_nats::jetstream::context::CreateStreamErrorKind;
+            matches!(
+                e.kind(),
+                CreateStreamErrorKind::JetStreamUnavailable | CreateStreamErrorKind::TimedOut
+            )
+        };
+        let stream = retry_setup(no_jetstream, || {
+            js.get_or_create_stream(stream::Config {
                 name: TASK_STREAM.into(),
                 subjects: vec!["asyncer.task.>".into()],
                 retention: stream::RetentionPolicy::WorkQueue,
@@ -234,34 +245,38 @@ impl Connection {
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             })
-            .await
-            .map_err(|e| {
-                use async_nats::jetstream::context::CreateStreamErrorKind;
-                // Without JetStream, nobody answers its API.
-                match e.kind() {
-                    CreateStreamErrorKind::JetStreamUnavailable
-                    | CreateStreamErrorKind::TimedOut => ClusterError::NoJetStream {
+        })
+        .await
+        .map_err(|e| {
+            use async_nats::jetstream::context::CreateStreamErrorKind;
+            // Without JetStream, nobody answers its API.
+            match e.kind() {
+                CreateStreamErrorKind::JetStreamUnavailable | CreateStreamErrorKind::TimedOut => {
+                    ClusterError::NoJetStream {
                         url: url.clone(),
                         message: e.to_string(),
-                    },
-                    _ => setup("the task stream")(&e),
+                    }
                 }
-            })?;
+                _ => setup("the task stream")(&e),
+            }
+        })?;
         // The bucket's stream is made by hand, as the key-value convention
         // (ADR-8) describes it: `create_key_value` first reads the account
         // info, whose 2.10 fields a 2.9 server (Debian 12's) does not send.
-        js.get_or_create_stream(stream::Config {
-            name: format!("KV_{RESULT_BUCKET}"),
-            subjects: vec![format!("$KV.{RESULT_BUCKET}.>")],
-            max_messages_per_subject: 1,
-            storage: stream::StorageType::File,
-            num_replicas: options.replicas,
-            discard: stream::DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
+        retry_setup(no_jetstream, || {
+            js.get_or_create_stream(stream::Config {
+                name: format!("KV_{RESULT_BUCKET}"),
+                subjects: vec![format!("$KV.{RESULT_BUCKET}.>")],
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                num_replicas: options.replicas,
+                discard: stream::DiscardPolicy::New,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
         })
         .await
         .map_err(|e| setup("the result bucket")(&e))?;
@@ -269,18 +284,25 @@ impl Connection {
             .get_key_value(RESULT_BUCKET)
             .await
             .map_err(|e| setup("the result bucket")(&e))?;
-        let modules = match js.get_object_store(MODULE_STORE).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: MODULE_STORE.into(),
-                    storage: stream::StorageType::File,
-                    num_replicas: options.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| setup("the module store")(&e))?,
-        };
+        let modules = retry_setup(
+            |_| false,
+            || async {
+                match js.get_object_store(MODULE_STORE).await {
+                    Ok(store) => Ok(store),
+                    Err(_) => {
+                        js.create_object_store(object_store::Config {
+                            bucket: MODULE_STORE.into(),
+                            storage: stream::StorageType::File,
+                            num_replicas: options.replicas,
+                            ..Default::default()
+                        })
+                        .await
+                    }
+                }
+            },
+        )
+        .await
+        .map_err(|e| setup("the module store")(&e))?;
         Ok(Connection {
             options,
             client,
@@ -320,5 +342,25 @@ impl Connection {
     /// The largest message the server takes.
     pub(crate) fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
+    }
+}
+
+/// Runs a get-or-create step up to 4 times, 100 ms apart, while it fails
+/// (but not with an error `hopeless` says no retry can mend): a create that
+/// lost a race to another process finds the winner's on the next look.
+async fn retry_setup<T, E, F, Fut>(hopeless: impl Fn(&E) -> bool, mut step: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut tries = 1;
+    loop {
+        match step().await {
+            Err(e) if tries < 4 && !hopeless(&e) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            done => return done,
+        }
     }
 }
