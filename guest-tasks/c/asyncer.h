@@ -141,18 +141,8 @@ static inline void asyncer_write_raw(asyncer_writer *w, const void *bytes, size_
     w->len += len;
 }
 
-static inline void asyncer_write_u64(asyncer_writer *w, uint64_t value) {
-    uint8_t bytes[10];
-    size_t n = 0;
-    do {
-        uint8_t byte = value & 0x7f;
-        value >>= 7;
-        bytes[n++] = byte | (value ? 0x80 : 0);
-    } while (value);
-    asyncer_write_raw(w, bytes, n);
-}
-
-/* u128: clang's unsigned __int128, a varint of up to 19 bytes. */
+/* An unsigned varint of up to 128 bits (u16, u32, u64, usize and u128,
+ * clang's unsigned __int128): at most 19 bytes. */
 static inline void asyncer_write_u128(asyncer_writer *w, unsigned __int128 value) {
     uint8_t bytes[19];
     size_t n = 0;
@@ -162,6 +152,10 @@ static inline void asyncer_write_u128(asyncer_writer *w, unsigned __int128 value
         bytes[n++] = byte | (value ? 0x80 : 0);
     } while (value);
     asyncer_write_raw(w, bytes, n);
+}
+
+static inline void asyncer_write_u64(asyncer_writer *w, uint64_t value) {
+    asyncer_write_u128(w, value);
 }
 
 static inline void asyncer_write_i64(asyncer_writer *w, int64_t value) {

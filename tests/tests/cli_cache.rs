@@ -19,13 +19,7 @@ const FROM_CACHE: &str = "loaded from the artifact cache";
 /// debug logs; checks its output.
 fn run_heavy(dir: &Path, extra: &[&str]) -> Output {
     let output = common::cli_command()
-        .args([
-            "run",
-            asyncer_tests::HEAVY,
-            "sum_squares",
-            "--input-hex",
-            "0a",
-        ])
+        .args(common::RUN_SUM_SQUARES_10)
         .arg("--cache-dir")
         .arg(dir)
         .args(extra)
@@ -143,13 +137,7 @@ fn many_runs_at_once_share_one_cache() {
     let runs: Vec<_> = (0..6)
         .map(|_| {
             common::cli_command()
-                .args([
-                    "run",
-                    asyncer_tests::HEAVY,
-                    "sum_squares",
-                    "--input-hex",
-                    "0a",
-                ])
+                .args(common::RUN_SUM_SQUARES_10)
                 .arg("--cache-dir")
                 .arg(&dir)
                 .stdout(std::process::Stdio::piped())
@@ -219,13 +207,7 @@ fn a_cache_other_users_may_write_is_refused_and_no_cache_keeps_nothing() {
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
     let output = common::cli_command()
-        .args([
-            "run",
-            asyncer_tests::HEAVY,
-            "sum_squares",
-            "--input-hex",
-            "0a",
-        ])
+        .args(common::RUN_SUM_SQUARES_10)
         .args(["--json", "--cache-dir"])
         .arg(&shared)
         .output()
@@ -245,13 +227,7 @@ fn a_cache_other_users_may_write_is_refused_and_no_cache_keeps_nothing() {
     // --no-cache wins over the environment: nothing is written there.
     let unused = scratch.path().join("unused");
     let output = common::cli_command()
-        .args([
-            "run",
-            asyncer_tests::HEAVY,
-            "sum_squares",
-            "--input-hex",
-            "0a",
-        ])
+        .args(common::RUN_SUM_SQUARES_10)
         .arg("--no-cache")
         .env("ASYNCER_CACHE_DIR", &unused)
         .output()

@@ -457,14 +457,8 @@ fn the_cli_refuses_modules_off_its_allow_list_with_exit_code_2() {
     )
     .unwrap();
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            asyncer_tests::HEAVY,
-            "sum_squares",
-            "--input-hex",
-            "0a",
-            "--json",
-        ];
+        let mut args = common::RUN_SUM_SQUARES_10.to_vec();
+        args.push("--json");
         args.extend_from_slice(extra);
         let output = common::cli_command().args(&args).output().unwrap();
         let json = common::json_of(&output);
@@ -547,14 +541,7 @@ fn every_layer_is_active_for_an_unprivileged_user_too() {
         assert_eq!(json["sandbox"][layer.as_str()]["state"], "active", "{json}");
     }
     // A task runs through the shared namespaces and every limit.
-    let output = as_nobody(&[
-        "run",
-        asyncer_tests::HEAVY,
-        "sum_squares",
-        "--input-hex",
-        "0a",
-        "--json",
-    ]);
+    let output = as_nobody(&[&common::RUN_SUM_SQUARES_10[..], &["--json"]].concat());
     let json = common::json_of(&output);
     assert_eq!(json["status"], "ok", "{json}");
     assert_eq!(json["output_hex"], "9d02", "{json}");

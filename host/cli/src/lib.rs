@@ -540,11 +540,22 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let result = handle.outcome().await;
-    let wall_ms = event.as_ref().map(|e| e.wall_time.as_secs_f64() * 1000.0);
-    let host = event.as_ref().and_then(|e| e.host.clone());
-    let attempt = event.as_ref().map(|e| e.attempt);
-    let fuel = event.as_ref().and_then(|e| e.fuel_consumed);
-    let peak = event.as_ref().map(|e| e.peak_memory_bytes);
+    // The `--json` object of the contract, with what the event tells.
+    let report = |status: &str, output_hex: Value, error: Value| {
+        let mut value = json!({
+            "uid": uid,
+            "status": status,
+            "output_hex": output_hex,
+            "error": error,
+            "wall_ms": event.as_ref().map(|e| e.wall_time.as_secs_f64() * 1000.0),
+            "fuel_consumed": event.as_ref().and_then(|e| e.fuel_consumed),
+            "peak_memory_bytes": event.as_ref().map(|e| e.peak_memory_bytes),
+            "host": event.as_ref().and_then(|e| e.host.clone()),
+            "attempt": event.as_ref().map(|e| e.attempt),
+        });
+        add_guest_streams(&mut value, event.as_deref());
+        value
+    };
     if let Some(event) = &event {
         if !args.json && args.task.is_some() {
             // The guest's own output goes to stderr, so stdout stays the result.
@@ -555,19 +566,8 @@ async fn run(args: RunArgs) -> ExitCode {
     match result {
         Ok(Outcome::Exited(out)) => {
             if args.json {
-                let mut value = json!({
-                    "uid": uid,
-                    "status": "ok",
-                    "output_hex": Value::Null,
-                    "error": Value::Null,
-                    "wall_ms": wall_ms,
-                    "fuel_consumed": fuel,
-                    "peak_memory_bytes": peak,
-                    "host": host,
-                    "attempt": attempt,
-                    "exit_code": out.exit_code,
-                });
-                add_guest_streams(&mut value, event.as_deref());
+                let mut value = report("ok", Value::Null, Value::Null);
+                value["exit_code"] = json!(out.exit_code);
                 print_json(&value);
             } else {
                 // A command's own streams are its result.
@@ -588,23 +588,12 @@ async fn run(args: RunArgs) -> ExitCode {
                 .task_types(task)
                 .map(|_| module.decode_json(task, &output));
             if args.json {
-                let mut value = json!({
-                    "uid": uid,
-                    "status": "ok",
-                    "output_hex": encode_hex(&output),
-                    "error": Value::Null,
-                    "wall_ms": wall_ms,
-                    "fuel_consumed": fuel,
-                    "peak_memory_bytes": peak,
-                    "host": host,
-                    "attempt": attempt,
-                });
+                let mut value = report("ok", json!(encode_hex(&output)), Value::Null);
                 match as_json {
                     Some(Ok(output)) => value["output"] = output,
                     Some(Err(e)) => value["output_error"] = json!(e.to_string()),
                     None => {}
                 }
-                add_guest_streams(&mut value, event.as_deref());
                 print_json(&value);
             } else if args.input_json.is_some() {
                 match as_json {
@@ -629,22 +618,12 @@ async fn run(args: RunArgs) -> ExitCode {
         }
         Err(error) => {
             if args.json {
-                let mut value = json!({
-                    "uid": uid,
-                    "status": "error",
-                    "output_hex": Value::Null,
-                    "error": {"kind": error.kind().as_str(), "message": error.to_string()},
-                    "wall_ms": wall_ms,
-                    "fuel_consumed": fuel,
-                    "peak_memory_bytes": peak,
-                    "host": host,
-                    "attempt": attempt,
-                });
+                let kind = json!({"kind": error.kind().as_str(), "message": error.to_string()});
+                let mut value = report("error", Value::Null, kind);
                 // The guest's own words, beside the human message.
                 if let Error::Guest { message } | Error::GuestPanic { message } = &error {
                     value["error"]["guest_message"] = json!(message);
                 }
-                add_guest_streams(&mut value, event.as_deref());
                 print_json(&value);
             } else {
                 eprintln!("asyncer: {} ({})", error, error.kind());

@@ -295,10 +295,7 @@ fn compatibility_key(engine: &wasmtime::Engine) -> String {
 
     let mut hasher = Sha(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    hasher.0.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::module::hex(&hasher.0.finalize()[..8])
 }
 
 #[cfg(test)]

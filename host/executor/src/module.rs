@@ -677,6 +677,6 @@ fn signature_is(ty: &wasmtime::FuncType, params: &[ValType], results: &[ValType]
     same(&mut ty.params(), params) && same(&mut ty.results(), results)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

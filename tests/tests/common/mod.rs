@@ -215,3 +215,13 @@ pub fn cli_command() -> std::process::Command {
 
 /// The compile cache of [`cli_command`].
 pub const CLI_CACHE_DIR: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/cli-cache");
+
+/// `asyncer run` of the heavy guest's `sum_squares(10)` (output `9d02`,
+/// 285 as a postcard varint): the CLI tests' smallest real task.
+pub const RUN_SUM_SQUARES_10: [&str; 5] = [
+    "run",
+    asyncer_tests::HEAVY,
+    "sum_squares",
+    "--input-hex",
+    "0a",
+];
