@@ -1034,3 +1034,206 @@ async fn hosts_and_submitters_starting_together_all_set_up_the_cluster() {
             .expect("every connection sets up");
     }
 }
+
+/// A client of `server` submitting as `tenant`.
+async fn tenant_client(server: &Server, tenant: &str) -> (Executor, Connection) {
+    let connection = Connection::connect(options(server).tenant(tenant))
+        .await
+        .expect("the client connects");
+    let exec = Executor::builder()
+        .backend(ClusterBackend::new(connection.clone()))
+        .max_processes(64)
+        .build()
+        .expect("the client's executor");
+    (exec, connection)
+}
+
+/// Waits (bounded) until `n` tasks are in the stream.
+async fn wait_queued(connection: &Connection, n: u64) {
+    let start = Instant::now();
+    loop {
+        let queued = connection.pending_tasks().await.expect("stream state");
+        if queued >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "only {queued} of {n} tasks reached the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_reorder_the_cluster_queue_across_submitters() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = Server::start();
+    // Two submitters of one tenant: the batch one first, 12 low-priority
+    // tasks; then the other, 4 urgent ones. No host yet.
+    let (batch, connection) = client(&server).await;
+    let (urgent, _) = client(&server).await;
+    let module = faults(&batch).await;
+    let urgent_module = faults(&urgent).await;
+    let slow = |millis: u64| postcard::to_allocvec(&millis).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..12 {
+        let options = TaskOptions::new()
+            .uid(format!("low-{i}"))
+            .priority(asyncer::Priority::LOW);
+        handles.push(
+            batch
+                .submit_bytes_with(&module, "slow", slow(30), options)
+                .unwrap(),
+        );
+    }
+    wait_queued(&connection, 12).await;
+    for i in 0..4 {
+        let options = TaskOptions::new()
+            .uid(format!("high-{i}"))
+            .priority(asyncer::Priority::HIGH);
+        handles.push(
+            urgent
+                .submit_bytes_with(&urgent_module, "slow", slow(30), options)
+                .unwrap(),
+        );
+    }
+    wait_queued(&connection, 16).await;
+    let queues = connection.queues().await.unwrap();
+    let waiting: Vec<_> = queues.iter().map(|q| (q.priority, q.waiting)).collect();
+    assert_eq!(waiting, [(10, 4), (-10, 12)], "{queues:?}");
+    let (mut batch_events, mut urgent_events) = (batch.events(), urgent.events());
+    // One host, one slot: it runs them one by one, the urgent first.
+    let _host = host_at(&server.url(), "solo", &["--max-processes", "1"]);
+    for handle in handles {
+        within(60, handle).await.expect("every task runs");
+    }
+    let mut started = Vec::new();
+    for _ in 0..12 {
+        let event = within(10, batch_events.recv()).await.unwrap();
+        started.push((event.started_at.expect("it ran"), event.uid));
+    }
+    for _ in 0..4 {
+        let event = within(10, urgent_events.recv()).await.unwrap();
+        assert_eq!(event.priority, asyncer::Priority::HIGH);
+        started.push((event.started_at.expect("it ran"), event.uid));
+    }
+    started.sort();
+    let order: Vec<_> = started.iter().map(|(_, uid)| uid.as_str()).collect();
+    assert!(
+        order[..4].iter().all(|uid| uid.starts_with("high-")),
+        "the urgent tasks ran first: {order:?}"
+    );
+    assert_queue_drains(&connection).await;
+    batch.shutdown(Duration::from_secs(5)).await;
+    urgent.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_tenant_is_not_held_back_by_a_big_one_across_hosts() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = Server::start();
+    let (big, connection) = tenant_client(&server, "big").await;
+    let (small, _) = tenant_client(&server, "small").await;
+    let module = faults(&big).await;
+    let small_module = faults(&small).await;
+    let input = postcard::to_allocvec(&40u64).unwrap();
+    // The big tenant queues 40 tasks first, then the small one its 4.
+    let done_big = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let big_handles: Vec<_> = (0..40)
+        .map(|_| {
+            let handle = big.submit_bytes(&module, "slow", input.clone()).unwrap();
+            let done = done_big.clone();
+            tokio::spawn(async move {
+                handle.await.expect("a big task runs");
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    wait_queued(&connection, 40).await;
+    let small_handles: Vec<_> = (0..4)
+        .map(|_| {
+            small
+                .submit_bytes(&small_module, "slow", input.clone())
+                .unwrap()
+        })
+        .collect();
+    wait_queued(&connection, 44).await;
+    // Two hosts, one slot each: each shares its slot between the tenants.
+    let _hosts = [
+        host_at(&server.url(), "one", &["--max-processes", "1"]),
+        host_at(&server.url(), "two", &["--max-processes", "1"]),
+    ];
+    for handle in small_handles {
+        within(60, handle).await.expect("a small task runs");
+    }
+    let big_done = done_big.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        big_done <= 10,
+        "{big_done} of the big tenant's 40 tasks ran before the small one's 4"
+    );
+    for handle in big_handles {
+        within(60, handle).await.unwrap();
+    }
+    assert_queue_drains(&connection).await;
+    big.shutdown(Duration::from_secs(5)).await;
+    small.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_tenant_cap_leaves_its_other_slots_to_other_tenants() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = Server::start();
+    let (capped, connection) = tenant_client(&server, "capped").await;
+    let (other, _) = tenant_client(&server, "other").await;
+    let module = faults(&capped).await;
+    let other_module = faults(&other).await;
+    let _host = host_at(
+        &server.url(),
+        "shared",
+        &["--max-processes", "2", "--tenant-max-running", "capped=1"],
+    );
+    let long = postcard::to_allocvec(&4000u64).unwrap();
+    let capped_handles: Vec<_> = (0..2)
+        .map(|_| capped.submit_bytes(&module, "slow", long.clone()).unwrap())
+        .collect();
+    // The host takes one of them and leaves the other waiting, though it has
+    // a free slot.
+    let start = Instant::now();
+    loop {
+        let queues = connection.queues().await.unwrap();
+        if queues
+            .iter()
+            .any(|q| q.tenant == "capped" && q.taken == 1 && q.waiting == 1)
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the host never took one capped task: {queues:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another tenant's task gets the free slot meanwhile.
+    let sum: u64 = within(
+        30,
+        other
+            .submit(&other_module, "add", &Pair { a: 2, b: 3 })
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sum, 5);
+    let queues = connection.queues().await.unwrap();
+    let capped_queue = queues.iter().find(|q| q.tenant == "capped").unwrap();
+    assert_eq!(
+        (capped_queue.taken, capped_queue.waiting),
+        (1, 1),
+        "the cap held while the other tenant ran: {queues:?}"
+    );
+    for handle in capped_handles {
+        within(60, handle).await.unwrap();
+    }
+    assert_queue_drains(&connection).await;
+    capped.shutdown(Duration::from_secs(5)).await;
+    other.shutdown(Duration::from_secs(5)).await;
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use asyncer::{Executor, WarmOptions};
+use asyncer::{Executor, TenantSettings, WarmOptions};
 use asyncer_cluster::{ClusterOptions, Connection, HostOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -112,6 +112,46 @@ pub(crate) struct ServeArgs {
     /// Prometheus' text format at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// A tenant's share of this host's slots (default 1 for every tenant),
+    /// as NAME=WEIGHT; repeat for more tenants.
+    #[arg(long, value_name = "NAME=WEIGHT", value_parser = tenant_number::<u32>)]
+    pub(crate) tenant_weight: Vec<(String, u32)>,
+    /// A tenant's cap of running tasks on this host, as NAME=N; repeat for
+    /// more tenants.
+    #[arg(long, value_name = "NAME=N", value_parser = tenant_number::<usize>)]
+    pub(crate) tenant_max_running: Vec<(String, usize)>,
+    /// A waiting queue gains a priority level per this much time it is
+    /// passed over, so low priorities are never starved; `off`: strict
+    /// priorities.
+    #[arg(long, value_name = "DURATION|off", default_value = "1s", value_parser = aging)]
+    pub(crate) priority_aging: Aging,
+}
+
+/// `--priority-aging`: a step, or none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Aging(Option<Duration>);
+
+fn aging(text: &str) -> Result<Aging, String> {
+    if text == "off" {
+        return Ok(Aging(None));
+    }
+    humantime::parse_duration(text)
+        .map(|step| Aging(Some(step)))
+        .map_err(|e| e.to_string())
+}
+
+/// `NAME=N` for a tenant setting.
+fn tenant_number<N: std::str::FromStr>(text: &str) -> Result<(String, N), String>
+where
+    N::Err: std::fmt::Display,
+{
+    let (name, number) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=N, found {text:?}"))?;
+    let number = number
+        .parse()
+        .map_err(|e| format!("{number:?} in {text:?}: {e}"))?;
+    Ok((name.to_owned(), number))
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -140,6 +180,19 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     }
     if args.warm {
         builder = builder.warm(WarmOptions::default());
+    }
+    builder = builder.priority_aging(args.priority_aging.0);
+    let mut tenants: std::collections::BTreeMap<&str, TenantSettings> = Default::default();
+    for (name, weight) in &args.tenant_weight {
+        let settings = tenants.remove(name.as_str()).unwrap_or_default();
+        tenants.insert(name, settings.weight(*weight));
+    }
+    for (name, cap) in &args.tenant_max_running {
+        let settings = tenants.remove(name.as_str()).unwrap_or_default();
+        tenants.insert(name, settings.max_running(*cap));
+    }
+    for (name, settings) in tenants {
+        builder = builder.tenant(name, settings);
     }
     let exec = match builder.build() {
         Ok(exec) => exec,

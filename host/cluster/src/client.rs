@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connect::Connection;
 use crate::wire::{
-    cancel_subject, dedupe_id, event_subject, module_key, result_key, task_subject, RemoteFailure,
-    RemoteResult, RemoteTask, WireCapabilities, WireLimits, RESULT_BUCKET,
+    cancel_subject, dedupe_id, event_subject, module_key, ready_subject, result_key, task_subject,
+    RemoteFailure, RemoteResult, RemoteTask, WireCapabilities, WireLimits, RESULT_BUCKET,
 };
 
 /// Runs tasks on the cluster's worker hosts: behind
@@ -102,6 +102,53 @@ impl Backend for ClusterBackend {
     }
 }
 
+/// How long a submit keeps trying to reach the stream (a JetStream
+/// cluster electing a leader refuses or drops requests for a few seconds).
+const SUBMIT_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Puts a task on its queue, made first if missing (each tenant's
+/// priorities are queues of their own, so that hosts take the most urgent
+/// work of the tenant whose turn it is). Failures are tried again for
+/// [`SUBMIT_PATIENCE`]: the message id makes a copy that did reach the
+/// stream a duplicate the stream drops.
+async fn publish_task(
+    connection: &Connection,
+    priority: i32,
+    subject: String,
+    id: String,
+    payload: bytes::Bytes,
+) -> Result<(), Error> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    let give_up = tokio::time::Instant::now() + SUBMIT_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            connection
+                .ensure_queue(priority)
+                .await
+                .map_err(|e| unavailable("making the task's queue", e))?;
+            connection
+                .js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await
+                .map_err(|e| unavailable("submitting", e))?
+                .await
+                .map_err(|e| unavailable("submitting", e))?;
+            Ok(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() + pause < give_up => {
+                tracing::debug!(%subject, "trying again: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A failure of the cluster itself, as a task error.
 fn unavailable(what: &str, error: impl std::fmt::Display) -> Error {
     Error::SpawnFailed {
@@ -151,15 +198,19 @@ async fn run_remote(
             limit: limit as u64,
         });
     }
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", dedupe_id(&tenant, &task.uid).as_str());
-    connection
-        .js
-        .publish_with_headers(task_subject(&tenant, &task.uid), headers, payload.into())
-        .await
-        .map_err(|e| unavailable("submitting", e))?
-        .await
-        .map_err(|e| unavailable("submitting", e))?;
+    publish_task(
+        connection,
+        task.priority,
+        task_subject(&tenant, task.priority, &task.uid),
+        dedupe_id(&tenant, &task.uid),
+        payload.into(),
+    )
+    .await?;
+    // Idle hosts look at once (a lost notice costs a host's next look).
+    let _ = connection
+        .client
+        .publish(ready_subject(&tenant, task.priority), "".into())
+        .await;
 
     tracing::debug!(uid = %task.uid, "task published");
     let mut cancel_sent = false;

@@ -1,12 +1,16 @@
 //! Connecting to a NATS server with JetStream, and making sure the stream,
 //! the result bucket and the module store exist.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, object_store, stream};
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 
-use crate::wire::{MODULE_STORE, RESULT_BUCKET, TASK_STREAM};
+use crate::wire::{
+    queue_filter, queue_name, LEGACY_CONSUMER, MODULE_STORE, RESULT_BUCKET, TASK_STREAM,
+};
 
 /// Why the cluster cannot be used.
 #[non_exhaustive]
@@ -161,6 +165,9 @@ pub struct Connection {
     pub(crate) stream: stream::Stream,
     pub(crate) results: kv::Store,
     pub(crate) modules: object_store::ObjectStore,
+    /// The priorities whose queue (of this connection's tenant) is known to
+    /// exist.
+    queues: Arc<Mutex<HashSet<i32>>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -303,6 +310,10 @@ impl Connection {
         )
         .await
         .map_err(|e| setup("the module store")(&e))?;
+        // Earlier versions' one FIFO consumer would overlap the queues
+        // (a work queue refuses that): its tasks stay in the stream, and the
+        // queues deliver them.
+        let _ = stream.delete_consumer(LEGACY_CONSUMER).await;
         Ok(Connection {
             options,
             client,
@@ -310,7 +321,45 @@ impl Connection {
             stream,
             results,
             modules,
+            queues: Arc::default(),
         })
+    }
+
+    /// Makes the queue of this connection's tenant's tasks of `priority`
+    /// if it is missing (once per connection): a durable pull consumer with
+    /// this connection's ack wait and deliveries. It exists before its
+    /// first task is published, so no task waits where no host looks.
+    pub(crate) async fn ensure_queue(&self, priority: i32) -> Result<(), ClusterError> {
+        if self.queues.lock().expect("queues").contains(&priority) {
+            return Ok(());
+        }
+        let tenant = self.tenant();
+        let name = queue_name(tenant, priority);
+        // Submitters of one tenant may make it at once: the loser finds
+        // the winner's.
+        retry_setup(
+            |_| false,
+            || {
+                self.stream.get_or_create_consumer(
+                    &name,
+                    consumer::pull::Config {
+                        durable_name: Some(name.clone()),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: self.options.ack_wait,
+                        max_deliver: self.options.max_deliver,
+                        filter_subject: queue_filter(tenant, priority),
+                        ..Default::default()
+                    },
+                )
+            },
+        )
+        .await
+        .map_err(|e| ClusterError::Setup {
+            what: "a task queue",
+            message: e.to_string(),
+        })?;
+        self.queues.lock().expect("queues").insert(priority);
+        Ok(())
     }
 
     /// The tenant this connection submits under.
@@ -330,6 +379,21 @@ impl Connection {
             message: e.to_string(),
         })?;
         Ok(info.state.messages)
+    }
+
+    /// Every tenant's queues (one per priority in use) with what waits in
+    /// them and what hosts have taken, highest priority first within a
+    /// tenant.
+    ///
+    /// # Errors
+    /// When the server cannot be asked.
+    pub async fn queues(&self) -> Result<Vec<crate::QueueState>, ClusterError> {
+        crate::queues::queue_states(self)
+            .await
+            .map_err(|message| ClusterError::Setup {
+                what: "the task queues' state",
+                message,
+            })
     }
 
     /// The name of the server that leads the task stream (in a JetStream

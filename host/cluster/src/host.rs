@@ -5,21 +5,22 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{consumer, AckKind, Message};
+use async_nats::jetstream::{AckKind, Message};
 use asyncer::{Capabilities, Error, Executor, Module, TaskOptions, TaskUpdate};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{mpsc, Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connect::{ClusterError, Connection};
+use crate::queues::{Queues, Taken, LOOK_EVERY};
 use crate::wire::{
-    cancel_subject, event_subject, module_key, result_key, RemoteFailure, RemoteResult, RemoteTask,
-    WireCapabilities, HOST_CONSUMER,
+    cancel_subject, event_subject, module_key, ready_subject, result_key, RemoteFailure,
+    RemoteResult, RemoteTask, WireCapabilities, READY_SUBJECTS,
 };
 
 /// How a worker host runs.
@@ -133,34 +134,28 @@ struct HostState {
 }
 
 /// Serves tasks from the cluster on `exec` (a local executor: its limits,
-/// modes and sandbox apply) until `stop` is cancelled; then stops pulling,
-/// lets running tasks finish for the options' grace, hands back the rest,
-/// and returns.
+/// modes, sandbox, tenant weights and caps, and priority aging apply) until
+/// `stop` is cancelled; then stops pulling, lets running tasks finish for
+/// the options' grace, hands back the rest, and returns.
+///
+/// Each free slot takes one task from the queue whose turn it is: the
+/// tenant with the fewest tasks running here for its weight, then that
+/// tenant's highest priority (see the crate's README, Cluster).
 ///
 /// # Errors
-/// When the consumer cannot be made.
+/// When the host cannot listen for ready notices.
 pub async fn serve(
     connection: Connection,
     exec: Executor,
     options: HostOptions,
     stop: CancellationToken,
 ) -> Result<(), ClusterError> {
-    let consumer = connection
-        .stream
-        .get_or_create_consumer(
-            HOST_CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(HOST_CONSUMER.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: connection.options.ack_wait,
-                max_deliver: connection.options.max_deliver,
-                filter_subject: "asyncer.task.>".into(),
-                ..Default::default()
-            },
-        )
+    let mut ready = connection
+        .client
+        .subscribe(READY_SUBJECTS)
         .await
         .map_err(|e| ClusterError::Setup {
-            what: "the hosts' consumer",
+            what: "the hosts' ready notices",
             message: e.to_string(),
         })?;
     let lost = CancellationToken::new();
@@ -177,37 +172,37 @@ pub async fn serve(
     });
     let slots = Arc::new(Semaphore::new(state.options.max_tasks));
     let tracker = TaskTracker::new();
+    // Tasks over, by queue: their slots return with them.
+    let (done, mut finished) = mpsc::unbounded_channel::<String>();
+    let mut queues = Queues::default();
     tracing::info!(host = %state.options.name, "worker host serving");
     loop {
-        let permit = tokio::select! {
-            () = stop.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
-        };
-        // One task at a time, only with a free slot; short expiry so that a
-        // stop is noticed promptly.
-        let fetched = tokio::select! {
-            () = stop.cancelled() => break,
-            fetched = consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages() => fetched,
-        };
-        let mut batch = match fetched {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::warn!("cannot pull tasks: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
+        let permit = loop {
+            tokio::select! {
+                () = stop.cancelled() => break None,
+                permit = slots.clone().acquire_owned() => break Some(permit.expect("never closed")),
+                Some(notice) = ready.next() => queues.noticed(&notice.subject),
             }
         };
-        match batch.next().await {
-            Some(Ok(message)) => {
-                let state = state.clone();
-                tracker.spawn(async move {
-                    run_task(&state, message).await;
-                    drop(permit);
-                });
-            }
-            Some(Err(e)) => tracing::debug!("pull: {e}"),
-            None => {}
-        }
+        let Some(permit) = permit else { break };
+        let mut pull = Pull {
+            state: &state,
+            queues: &mut queues,
+            ready: &mut ready,
+            finished: &mut finished,
+        };
+        let Some(taken) = pull.next(&stop).await else {
+            break;
+        };
+        let state = state.clone();
+        let done = done.clone();
+        tracker.spawn(async move {
+            let queue = taken.queue.clone();
+            run_task(&state, taken).await;
+            // Before the slot is free, so that the next choice counts it.
+            let _ = done.send(queue);
+            drop(permit);
+        });
     }
     tracing::info!(host = %state.options.name, "worker host draining");
     tracker.close();
@@ -223,8 +218,73 @@ pub async fn serve(
     Ok(())
 }
 
+/// What choosing and taking the next task needs.
+struct Pull<'a> {
+    state: &'a HostState,
+    queues: &'a mut Queues,
+    ready: &'a mut async_nats::Subscriber,
+    finished: &'a mut mpsc::UnboundedReceiver<String>,
+}
+
+impl Pull<'_> {
+    /// The next task for a free slot: from the queue whose turn it is, or,
+    /// while every queue is empty, the first one announced; `None` at stop.
+    async fn next(&mut self, stop: &CancellationToken) -> Option<Taken> {
+        let exec = &self.state.exec;
+        let share = |tenant: &str| {
+            let settings = exec.tenant_settings(tenant);
+            (settings.share(), settings.running_cap())
+        };
+        loop {
+            if stop.is_cancelled() {
+                return None;
+            }
+            while let Ok(queue) = self.finished.try_recv() {
+                self.queues.finished(&queue);
+            }
+            while let Some(Some(notice)) = self.ready.next().now_or_never() {
+                self.queues.noticed(&notice.subject);
+            }
+            if self.queues.stale() {
+                if let Err(e) = self.queues.look(&self.state.connection).await {
+                    tracing::warn!("cannot count the queued tasks: {e}");
+                }
+            }
+            let chosen = self
+                .queues
+                .choose(share, exec.priority_aging(), Instant::now());
+            let Some(queue) = chosen else {
+                // Nothing waits: the next notice, or another look soon.
+                tokio::select! {
+                    () = stop.cancelled() => return None,
+                    Some(notice) = self.ready.next() => self.queues.noticed(&notice.subject),
+                    () = tokio::time::sleep(LOOK_EVERY) => self.queues.forget_counts(),
+                }
+                continue;
+            };
+            match self.queues.take(&self.state.connection, &queue).await {
+                Ok(Some(taken)) => return Some(taken),
+                // Another host was first: the queue counts as empty now.
+                Ok(None) => {}
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+    }
+}
+
+/// Hands a task back to its queue (after `delay`, if any) and tells idle
+/// hosts.
+async fn hand_back(connection: &Connection, taken: &Taken, delay: Option<Duration>) {
+    let _ = taken.message.ack_with(AckKind::Nak(delay)).await;
+    let _ = connection
+        .client
+        .publish(ready_subject(&taken.tenant, taken.priority), "".into())
+        .await;
+}
+
 /// Runs one delivered task to its stored result, then acknowledges it.
-async fn run_task(state: &HostState, message: Message) {
+async fn run_task(state: &HostState, taken: Taken) {
+    let message = &taken.message;
     let attempt = message
         .info()
         .map_or(1, |info| info.delivered.max(1) as u32);
@@ -237,7 +297,7 @@ async fn run_task(state: &HostState, message: Message) {
         }
     };
     // The lease is kept from delivery on, while the module loads too.
-    let lease = Lease::keep(message.clone(), state.connection.options.ack_wait);
+    let lease = Lease::keep(message.clone(), taken.ack_wait);
     let connection = &state.connection;
     let key = result_key(&task.tenant, &task.uid);
     // Already done (a duplicate, or cancelled while queued): nothing to run.
@@ -246,7 +306,7 @@ async fn run_task(state: &HostState, message: Message) {
         return;
     }
     let input = std::mem::take(&mut task.input);
-    let result = match execute(state, &message, &task, input, attempt, &lease).await {
+    let result = match execute(state, &taken, &task, input, attempt, &lease).await {
         Some(result) => result,
         // The lease was lost or the task handed back: no result, no ack.
         None => return,
@@ -300,7 +360,7 @@ async fn run_task(state: &HostState, message: Message) {
 /// when the lease was lost or the task was handed back.
 async fn execute(
     state: &HostState,
-    message: &Message,
+    taken: &Taken,
     task: &RemoteTask,
     input: Vec<u8>,
     attempt: u32,
@@ -321,9 +381,7 @@ async fn execute(
         Err(Fetch::Transient(why)) => {
             // Not the task's fault: try again a little later.
             tracing::warn!(uid = %task.uid, "cannot fetch the module now ({why}): handing the task back");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
-                .await;
+            hand_back(&state.connection, taken, Some(Duration::from_millis(500))).await;
             return None;
         }
     };
@@ -338,6 +396,7 @@ async fn execute(
     let options = TaskOptions::new()
         .uid(task.uid.clone())
         .tenant(task.tenant.clone())
+        .priority(taken.priority)
         .limits(task.limits.to_limits())
         .capabilities(capabilities);
     let mut handle = match state
@@ -377,16 +436,16 @@ async fn execute(
         return None;
     }
     if handed_back && matches!(outcome, Err(Error::Cancelled)) {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
+        hand_back(connection, taken, None).await;
         return None;
     }
     // A crashed worker is not the task's deterministic outcome: it is tried
     // again (maybe elsewhere) until the deliveries run out.
     if let Err(Error::WorkerCrashed { status, .. }) = &outcome {
-        let max_deliver = connection.options.max_deliver;
+        let max_deliver = taken.max_deliver;
         if max_deliver <= 0 || i64::from(attempt) < max_deliver {
             tracing::warn!(uid = %task.uid, attempt, "worker crashed ({status}): handing the task back");
-            let _ = message.ack_with(AckKind::Nak(None)).await;
+            hand_back(connection, taken, None).await;
             return None;
         }
         return Some(failed(&Error::WorkerLost {

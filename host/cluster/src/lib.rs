@@ -23,8 +23,10 @@ mod client;
 mod connect;
 mod host;
 mod lost;
+mod queues;
 mod wire;
 
 pub use client::ClusterBackend;
 pub use connect::{ClusterError, ClusterOptions, Connection};
 pub use host::{serve, HostOptions};
+pub use queues::QueueState;

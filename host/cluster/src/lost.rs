@@ -9,8 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connect::Connection;
 use crate::wire::{
-    result_key, tenant_of_subject, uid_of_subject, RemoteFailure, RemoteResult, HOST_CONSUMER,
-    TASK_STREAM,
+    result_key, tenant_of_subject, uid_of_subject, RemoteFailure, RemoteResult, TASK_STREAM,
 };
 
 /// The advisory's fields that matter here.
@@ -22,8 +21,8 @@ struct MaxDeliveries {
 
 /// Listens for max-deliveries advisories until `stop` is cancelled.
 pub(crate) async fn watch_lost_tasks(connection: Connection, stop: CancellationToken) {
-    let subject =
-        format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASK_STREAM}.{HOST_CONSUMER}");
+    // Every queue's consumer.
+    let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASK_STREAM}.*");
     let Ok(mut advisories) = connection.client.subscribe(subject).await else {
         tracing::warn!("cannot listen for lost tasks");
         return;

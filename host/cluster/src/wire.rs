@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 
 /// The work-queue stream of tasks.
 pub(crate) const TASK_STREAM: &str = "ASYNCER_TASKS";
-/// The durable pull consumer all worker hosts share.
-pub(crate) const HOST_CONSUMER: &str = "asyncer-hosts";
+/// The single consumer of earlier versions (one FIFO for every task); its
+/// filter overlaps the queues', so it is removed at connect.
+pub(crate) const LEGACY_CONSUMER: &str = "asyncer-hosts";
+/// What every queue's consumer name starts with.
+pub(crate) const QUEUE_PREFIX: &str = "asyncer-q-";
 /// The key-value bucket of results, one key per task.
 pub(crate) const RESULT_BUCKET: &str = "ASYNCER_RESULTS";
 /// The object store of modules, keys `sha256-<hex>`.
@@ -15,8 +18,43 @@ pub(crate) const MODULE_STORE: &str = "ASYNCER_MODULES";
 
 /// A task's subject: `asyncer.task.<tenant>.<priority>.<uid>`, the uid
 /// hex-encoded so that any uid makes a valid subject token.
-pub(crate) fn task_subject(tenant: &str, uid: &str) -> String {
-    format!("asyncer.task.{tenant}.0.{}", token(uid))
+pub(crate) fn task_subject(tenant: &str, priority: i32, uid: &str) -> String {
+    format!("asyncer.task.{tenant}.{priority}.{}", token(uid))
+}
+
+/// The durable consumer of one tenant's tasks of one priority (a queue):
+/// `asyncer-q-<priority>-<tenant>` (the priority's digits end at the `-`
+/// before the tenant, so no two queues share a name).
+pub(crate) fn queue_name(tenant: &str, priority: i32) -> String {
+    format!("{QUEUE_PREFIX}{priority}-{tenant}")
+}
+
+/// The subjects of a queue's tasks.
+pub(crate) fn queue_filter(tenant: &str, priority: i32) -> String {
+    format!("asyncer.task.{tenant}.{priority}.*")
+}
+
+/// The tenant and priority of a queue, from its consumer's filter.
+pub(crate) fn queue_of_filter(filter: &str) -> Option<(String, i32)> {
+    let rest = filter.strip_prefix("asyncer.task.")?.strip_suffix(".*")?;
+    let (tenant, priority) = rest.split_once('.')?;
+    Some((tenant.to_owned(), priority.parse().ok()?))
+}
+
+/// Where a submitter announces a new task of a queue (and a host one it
+/// handed back), so that idle hosts look at once: `asyncer.ready.<tenant>.<priority>`.
+pub(crate) fn ready_subject(tenant: &str, priority: i32) -> String {
+    format!("asyncer.ready.{tenant}.{priority}")
+}
+
+/// Every ready notice.
+pub(crate) const READY_SUBJECTS: &str = "asyncer.ready.>";
+
+/// The tenant and priority of a ready notice's subject.
+pub(crate) fn queue_of_ready(subject: &str) -> Option<(String, i32)> {
+    let rest = subject.strip_prefix("asyncer.ready.")?;
+    let (tenant, priority) = rest.split_once('.')?;
+    Some((tenant.to_owned(), priority.parse().ok()?))
 }
 
 /// Where a task's progress and log records go: `asyncer.evt.<tenant>.<uid>`.
@@ -304,5 +342,38 @@ impl RemoteFailure {
                 backtrace,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_and_subjects_round_trip_and_never_collide() {
+        let queues = [
+            ("a", 0),
+            ("a", 1),
+            ("a", -1),
+            ("a-1", 0),
+            ("a", 10),
+            ("a-1", -1),
+            ("1-a", 0),
+            ("a_b", i32::MIN),
+            ("a_b", i32::MAX),
+        ];
+        let names: std::collections::HashSet<_> =
+            queues.iter().map(|&(t, p)| queue_name(t, p)).collect();
+        assert_eq!(names.len(), queues.len());
+        for (tenant, priority) in queues {
+            let back = Some((tenant.to_owned(), priority));
+            assert_eq!(queue_of_filter(&queue_filter(tenant, priority)), back);
+            assert_eq!(queue_of_ready(&ready_subject(tenant, priority)), back);
+            let subject = task_subject(tenant, priority, "uid.with dots");
+            assert_eq!(tenant_of_subject(&subject), Some(tenant));
+            assert_eq!(uid_of_subject(&subject).as_deref(), Some("uid.with dots"));
+        }
+        assert_eq!(queue_of_filter("asyncer.task.>"), None);
+        assert_eq!(queue_of_ready("asyncer.ready.a.high"), None);
     }
 }

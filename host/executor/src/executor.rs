@@ -591,6 +591,34 @@ impl Executor {
         self.inner.runner.queued(tenant.unwrap_or_default())
     }
 
+    /// Tenant `tenant`'s settings: those given to
+    /// [`ExecutorBuilder::tenant`](crate::ExecutorBuilder::tenant), or the
+    /// defaults (weight 1, no cap).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Executor, TenantSettings};
+    /// let exec = Executor::builder()
+    ///     .tenant("batch", TenantSettings::new().max_running(1))
+    ///     .build()?;
+    /// assert_eq!(exec.tenant_settings("batch").running_cap(), Some(1));
+    /// assert_eq!(exec.tenant_settings("anyone").share(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tenant_settings(&self, tenant: &str) -> crate::TenantSettings {
+        self.inner.runner.policy().settings(tenant)
+    }
+
+    /// How long a waiting task takes to gain a priority level (`None`:
+    /// strict priorities); see
+    /// [`ExecutorBuilder::priority_aging`](crate::ExecutorBuilder::priority_aging).
+    pub fn priority_aging(&self) -> Option<std::time::Duration> {
+        self.inner.runner.policy().aging
+    }
+
     /// Queues task `task` with a JSON input, for modules that describe their
     /// task types (every `#[task]` of `asyncer-guest` does, see
     /// [`Module::task_types`]); the handle resolves to the output as JSON.

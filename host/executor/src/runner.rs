@@ -120,6 +120,11 @@ impl Runner {
         self.scheduler.queued(tenant)
     }
 
+    /// How the slots are shared.
+    pub(crate) fn policy(&self) -> &Policy {
+        self.scheduler.policy()
+    }
+
     /// Refuses new tasks, lets the others finish for `grace`, stops the
     /// rest, then closes the backend.
     pub(crate) async fn shutdown(&self, grace: Duration) {

@@ -38,6 +38,13 @@ pub(crate) struct Policy {
     pub(crate) tenants: HashMap<String, TenantSettings>,
 }
 
+impl Policy {
+    /// Tenant `tenant`'s settings, or the defaults.
+    pub(crate) fn settings(&self, tenant: &str) -> TenantSettings {
+        self.tenants.get(tenant).cloned().unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 impl Policy {
     /// `slots` slots, no bounds, no aging, no tenant settings.
@@ -106,6 +113,16 @@ impl TenantSettings {
     pub fn max_queued(mut self, max: usize) -> Self {
         self.max_queued = Some(max);
         self
+    }
+
+    /// The tenant's weight (its share of the slots).
+    pub fn share(&self) -> u32 {
+        self.weight
+    }
+
+    /// Its cap of running tasks, if any.
+    pub fn running_cap(&self) -> Option<usize> {
+        self.max_running
     }
 }
 
@@ -287,7 +304,11 @@ impl Scheduler {
     }
 
     fn settings(&self, tenant: &str) -> TenantSettings {
-        self.policy.tenants.get(tenant).cloned().unwrap_or_default()
+        self.policy.settings(tenant)
+    }
+
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     fn queue_bound(&self, tenant: &str) -> Option<usize> {
