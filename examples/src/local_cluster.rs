@@ -18,6 +18,10 @@ pub(crate) struct Started {
 impl Started {
     /// Asks it to stop (SIGTERM) and waits up to `grace` before SIGKILL.
     pub(crate) fn stop(&mut self, grace: Duration) {
+        // Stopped already (and reaped): its pid may be another's now.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();

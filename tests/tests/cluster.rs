@@ -1237,3 +1237,22 @@ async fn a_hosts_tenant_cap_leaves_its_other_slots_to_other_tenants() {
     capped.shutdown(Duration::from_secs(5)).await;
     other.shutdown(Duration::from_secs(5)).await;
 }
+
+#[test]
+fn a_hosts_scheduling_options_are_checked_before_it_connects() {
+    for bad in [
+        ["--tenant-weight", "big"],
+        ["--tenant-weight", "big=heavy"],
+        ["--tenant-max-running", "big=-1"],
+        ["--priority-aging", "soon"],
+    ] {
+        let output = common::cli_command()
+            .args(["serve", "--nats", "nats://127.0.0.1:1"])
+            .args(bad)
+            .output()
+            .expect("the CLI runs");
+        assert_eq!(output.status.code(), Some(2), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(bad[0]), "{bad:?}: {stderr}");
+    }
+}

@@ -428,13 +428,51 @@ async fn compute_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
 
 /// An executor whose tasks run on `cluster`'s worker hosts.
 async fn cluster_executor(cluster: &local_cluster::LocalCluster) -> Result<Executor> {
-    let connection =
-        asyncer_cluster::Connection::connect(asyncer_cluster::ClusterOptions::new(&cluster.url))
-            .await?;
+    tenant_executor(cluster, "default").await
+}
+
+/// An executor submitting to `cluster` as `tenant`.
+async fn tenant_executor(cluster: &local_cluster::LocalCluster, tenant: &str) -> Result<Executor> {
+    let connection = asyncer_cluster::Connection::connect(
+        asyncer_cluster::ClusterOptions::new(&cluster.url).tenant(tenant),
+    )
+    .await?;
     Ok(Executor::builder()
         .backend(asyncer_cluster::ClusterBackend::new(connection))
         .max_processes(64)
         .build()?)
+}
+
+/// No-op tasks per second through `cluster` when 4 tenants (a connection
+/// each) submit `tasks` in all, spread over 4 priorities.
+async fn spread_throughput(cluster: &local_cluster::LocalCluster, tasks: usize) -> Result<f64> {
+    let mut submitters = Vec::new();
+    for tenant in ["t0", "t1", "t2", "t3"] {
+        let exec = tenant_executor(cluster, tenant).await?;
+        let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+        // Warm-up: every queue exists before the clock starts.
+        for priority in [-10, 0, 10, 100] {
+            let options = asyncer::TaskOptions::new().priority(priority);
+            exec.submit_with::<_, ()>(&module, "noop", &(), options)?
+                .await?;
+        }
+        submitters.push((exec, module));
+    }
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..tasks {
+        let (exec, module) = &submitters[i % 4];
+        let options = asyncer::TaskOptions::new().priority([-10, 0, 10, 100][i / 4 % 4]);
+        handles.push(exec.submit_with::<_, ()>(module, "noop", &(), options)?);
+    }
+    for handle in handles {
+        handle.await?;
+    }
+    let rate = tasks as f64 / start.elapsed().as_secs_f64();
+    for (exec, _) in submitters {
+        exec.shutdown(Duration::from_secs(5)).await;
+    }
+    Ok(rate)
 }
 
 /// 8 heavy tasks at once; seconds until all are done.
@@ -489,6 +527,13 @@ async fn cluster_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             ),
         });
         if hosts == 2 {
+            let spread = spread_throughput(&cluster, batch).await?;
+            rows.push(Row {
+                what: "no-op task through a cluster: 2 hosts x 2 workers, 4 tenants x 4 priorities (16 queues)".into(),
+                value: format!("{spread:.0} tasks/s"),
+                baseline: format!("one tenant, one priority (one queue): {rate:.0}/s"),
+                ratio: format!("{:+.1}%", (spread / rate - 1.0) * 100.0),
+            });
             let secs = heavy_batch(&exec, args.heavy_n).await?;
             rows.push(Row {
                 what: format!(

@@ -326,17 +326,26 @@ impl Connection {
     }
 
     /// Makes the queue of this connection's tenant's tasks of `priority`
-    /// if it is missing (once per connection): a durable pull consumer with
-    /// this connection's ack wait and deliveries. It exists before its
-    /// first task is published, so no task waits where no host looks.
+    /// if it is missing (once per connection). It exists before its first
+    /// task is published, so no task waits where no host looks.
     pub(crate) async fn ensure_queue(&self, priority: i32) -> Result<(), ClusterError> {
         if self.queues.lock().expect("queues").contains(&priority) {
             return Ok(());
         }
-        let tenant = self.tenant();
+        self.make_queue(self.tenant(), priority).await?;
+        self.queues.lock().expect("queues").insert(priority);
+        Ok(())
+    }
+
+    /// Gets or makes `tenant`'s queue of `priority`: a durable pull
+    /// consumer with this connection's ack wait and deliveries.
+    pub(crate) async fn make_queue(
+        &self,
+        tenant: &str,
+        priority: i32,
+    ) -> Result<consumer::PullConsumer, ClusterError> {
         let name = queue_name(tenant, priority);
-        // Submitters of one tenant may make it at once: the loser finds
-        // the winner's.
+        // Several may make it at once: the loser finds the winner's.
         retry_setup(
             |_| false,
             || {
@@ -357,9 +366,7 @@ impl Connection {
         .map_err(|e| ClusterError::Setup {
             what: "a task queue",
             message: e.to_string(),
-        })?;
-        self.queues.lock().expect("queues").insert(priority);
-        Ok(())
+        })
     }
 
     /// The tenant this connection submits under.

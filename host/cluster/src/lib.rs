@@ -9,9 +9,14 @@
 //! one result, and only then acknowledge the task. Modules travel once, by
 //! hash, through a JetStream object store.
 //!
+//! Every tenant's tasks of each priority are a queue of their own; a host's
+//! free slot takes a task from the tenant with the fewest running on that
+//! host for its weight, then from its highest priority (with aging).
+//!
 //! Names on the server: stream `ASYNCER_TASKS` (work-queue retention,
-//! subjects `asyncer.task.<tenant>.<priority>.<uid>`), consumer
-//! `asyncer-hosts`, key-value bucket `ASYNCER_RESULTS` (key
+//! subjects `asyncer.task.<tenant>.<priority>.<uid>`), a durable consumer
+//! per queue `asyncer-q-<priority>-<tenant>`, ready notices on
+//! `asyncer.ready.<tenant>.<priority>`, key-value bucket `ASYNCER_RESULTS` (key
 //! `<tenant>.<uid>`), object store `ASYNCER_MODULES` (keys `sha256-<hex>`),
 //! subjects `asyncer.evt.<tenant>.<uid>` (progress and logs) and
 //! `asyncer.cancel.<tenant>.<uid>`; uids are hex-encoded in subjects and

@@ -217,10 +217,11 @@ impl Queues {
         };
         let consumer = match &queue.consumer {
             Some(consumer) => consumer.clone(),
-            None => match connection.stream.get_consumer::<pull::Config>(name).await {
+            // Announced, not yet seen at a look: normally its submitter
+            // made it; made here if an operator removed it meanwhile.
+            None => match connection.make_queue(&queue.tenant, queue.priority).await {
                 Ok(consumer) => queue.consumer.insert(consumer).clone(),
                 Err(e) => {
-                    // Not made yet, or deleted: nothing to take now.
                     queue.waiting = 0;
                     return Err(format!("queue {name}: {e}"));
                 }
