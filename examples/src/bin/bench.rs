@@ -41,7 +41,8 @@ struct Args {
     /// with `valgrind --tool=callgrind`), and print nothing else.
     #[arg(long, value_parser = ["native", "wasm"])]
     profile_compute: Option<String>,
-    /// Size of the payload echoed through a worker, in MiB.
+    /// Size of the smaller payload echoed through a worker, in MiB (the
+    /// larger is four times it).
     #[arg(long, default_value_t = 16)]
     payload_mib: usize,
     /// In the sandbox group, also what each layer alone costs.
@@ -551,50 +552,62 @@ async fn cluster_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
-/// A payload of `--payload-mib` MiB echoed through a fresh worker (raw bytes
-/// in, raw bytes out, no guest work), against copying it in memory once.
+/// Payloads of `--payload-mib` MiB and four times that echoed through a
+/// worker (raw bytes in, raw bytes out, no guest work), fresh process and
+/// warm, against copying the bytes in memory once (a memcpy) in the same
+/// run. MB/s counts the payload once: the end-to-end rate of a caller that
+/// sends N bytes and gets N bytes back.
 async fn payload_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
-    let size = args.payload_mib << 20;
-    let exec = Executor::builder()
-        .max_processes(1)
-        .limits(
-            Limits::default()
-                .with_max_input_bytes(2 * size as u64)
-                .with_max_output_bytes(2 * size as u64),
-        )
-        .build()?;
-    let module = exec.load_bytes(wat::parse_str(ECHO_WAT)?).await?;
-    let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let mut echo = Vec::new();
-    let mut copy = Vec::new();
-    for _ in 0..args.runs.max(7) {
-        let input = payload.clone();
-        let start = Instant::now();
-        let output = exec
-            .submit_bytes_with(&module, "echo", input, Default::default())?
-            .await?;
-        echo.push(start.elapsed().as_secs_f64());
-        anyhow::ensure!(output == payload, "the echo changed the payload");
-        let start = Instant::now();
-        let copied = std::hint::black_box(payload.clone());
-        copy.push(start.elapsed().as_secs_f64());
-        drop(copied);
+    for size in [args.payload_mib << 20, (args.payload_mib * 4) << 20] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut copy = Vec::new();
+        for _ in 0..args.runs.max(7) {
+            let start = Instant::now();
+            let copied = std::hint::black_box(payload.clone());
+            copy.push(start.elapsed().as_secs_f64());
+            drop(copied);
+        }
+        let copy = median(copy);
+        for warm in [false, true] {
+            let mut builder = Executor::builder().max_processes(1).limits(
+                Limits::default()
+                    .with_max_input_bytes(2 * size as u64)
+                    .with_max_output_bytes(2 * size as u64),
+            );
+            if warm {
+                builder = builder.warm(WarmOptions::default());
+            }
+            let exec = builder.build()?;
+            let module = exec.load_bytes(wat::parse_str(ECHO_WAT)?).await?;
+            let mut echo = Vec::new();
+            for run in 0..args.runs.max(7) + 1 {
+                let input = payload.clone();
+                let start = Instant::now();
+                let output = exec
+                    .submit_bytes_with(&module, "echo", input, Default::default())?
+                    .await?;
+                let took = start.elapsed().as_secs_f64();
+                anyhow::ensure!(output == payload, "the echo changed the payload");
+                // The first warm run starts the worker.
+                if run > 0 || !warm {
+                    echo.push(took);
+                }
+            }
+            let echo = median(echo);
+            let mb = size as f64 / 1e6;
+            rows.push(Row {
+                what: format!(
+                    "{} MiB echo, {} (raw bytes in and out, no guest work)",
+                    size >> 20,
+                    if warm { "warm" } else { "fresh process" }
+                ),
+                value: format!("{:.1} ms, {:.0} MB/s", echo * 1000.0, mb / echo),
+                baseline: format!("memcpy: {:.2} ms, {:.0} MB/s", copy * 1000.0, mb / copy),
+                ratio: format!("{:.3}x memcpy's rate", copy / echo),
+            });
+            exec.shutdown(Duration::from_secs(5)).await;
+        }
     }
-    let (echo, copy) = (median(echo), median(copy));
-    rows.push(Row {
-        what: format!(
-            "{} MiB echo (raw bytes in and out, fresh process, no guest work)",
-            args.payload_mib
-        ),
-        value: format!(
-            "{:.1} ms ({:.0} MB/s each way)",
-            echo * 1000.0,
-            size as f64 / 1e6 / echo * 2.0
-        ),
-        baseline: format!("one in-memory copy: {:.2} ms", copy * 1000.0),
-        ratio: format!("{:.1} copies", echo / copy),
-    });
-    exec.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 
@@ -902,6 +915,31 @@ async fn scheduler_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// The worker measured: its path, size and whether a compiler is in it
+/// (the lean one is what `cargo install asyncer-worker` gives users).
+fn worker_summary() -> String {
+    let Ok(worker) = which_worker() else {
+        return "not found".into();
+    };
+    let size = std::fs::metadata(&worker).map_or(0, |m| m.len());
+    let compiler = std::process::Command::new(&worker)
+        .arg("--build-info")
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8(out.stdout)
+                .ok()?
+                .lines()
+                .find_map(|line| line.strip_prefix("compiler: ").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!(
+        "{} ({:.1} MB, compiler: {compiler})",
+        worker.display(),
+        size as f64 / 1e6
+    )
+}
+
 /// `asyncer run` of a small task, whole command, with the compile cache
 /// empty (a compile) and filled by an earlier run (none), for each guest.
 fn cli_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
@@ -1014,10 +1052,11 @@ async fn main() -> Result<()> {
                 cli_rows(&args, &mut rows)?;
             }
             println!(
-                "machine: {} cores, {}; medians of {} runs",
+                "machine: {} cores, {}; medians of {} runs; worker: {}",
                 std::thread::available_parallelism().map_or(0, usize::from),
                 std::env::consts::ARCH,
-                args.runs
+                args.runs,
+                worker_summary()
             );
             println!("| measure | value | baseline (same run) | ratio |");
             println!("|---|---|---|---|");

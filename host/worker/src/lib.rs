@@ -32,7 +32,7 @@ use wasmtime::{Config, Engine, WasmBacktraceDetails};
 
 pub use classify::{classify_error, panic_message};
 pub use report::GuestSink;
-pub use run::{run_loaded, serve_stdio, serve_stdio_with_hook, LoadedTask, StoreState};
+pub use run::{build_info, run_loaded, serve_stdio, serve_stdio_with_hook, LoadedTask, StoreState};
 pub use sandbox::{Policy, Sandbox, SharedNamespaces};
 #[cfg(target_os = "linux")]
 pub use seccomp::syscall_name;

@@ -610,6 +610,29 @@ pub fn serve_stdio() -> ExitCode {
     serve_stdio_with_hook(|_| {})
 }
 
+/// What `asyncer-worker --build-info` prints: its version, protocol version,
+/// and whether a compiler (cranelift) was built into it. The worker only
+/// loads precompiled artifacts; a compiler in it means cargo unified the
+/// host's features into its build (`cargo build -p asyncer-worker` inside a
+/// project that depends on `asyncer`): a bigger, slower-starting program.
+///
+/// # Examples
+/// ```
+/// let info = asyncer_worker::build_info();
+/// assert!(info.lines().any(|line| line.starts_with("compiler: ")));
+/// ```
+pub fn build_info() -> String {
+    // The host enables this crate's `compiler` feature (cranelift); cargo
+    // unifies it into a worker built in the same build.
+    let compiles = cfg!(feature = "compiler");
+    format!(
+        "asyncer-worker {}\nprotocol: {}\ncompiler: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        asyncer_protocol::PROTOCOL_VERSION,
+        if compiles { "yes" } else { "no" },
+    )
+}
+
 /// [`serve_stdio`], calling `before_task` with each task's name once the
 /// worker is locked down and just before the guest runs. For tests that
 /// play an escaped guest (a system call the sandbox forbids) and for
@@ -625,6 +648,10 @@ pub fn serve_stdio_with_hook(before_task: fn(&str)) -> ExitCode {
     crate::hygiene::harden();
     let args: Vec<String> = std::env::args().collect();
     let has = |flag: &str| args.iter().any(|arg| arg == flag);
+    if has("--build-info") {
+        print!("{}", build_info());
+        return ExitCode::SUCCESS;
+    }
     let settings = match SandboxSettings::from_args(args.iter().map(String::as_str)) {
         Ok(settings) => settings,
         Err(e) => {
