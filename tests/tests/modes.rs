@@ -230,3 +230,58 @@ async fn spawned_ahead_workers_wait_idle_and_each_serves_one_task() {
         children()
     );
 }
+
+/// Returns the byte its memory held at 60000 when it started, then leaves
+/// 0xAB there: a second task that saw 0xAB would share the first's memory.
+const PEEK_POKE_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "asyncer_alloc") (param i32) (result i32) i32.const 1024)
+  (data (i32.const 16) "\00")
+  (func (export "task:peek_poke") (param i32 i32) (result i64)
+    (i32.store8 (i32.const 17) (i32.load8_u (i32.const 60000)))
+    (i32.store8 (i32.const 60000) (i32.const 0xAB))
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 2))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_pooled_instances_start_clean_and_modules_too_big_for_the_pool_still_run() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = warm_executor(1, WarmOptions::default());
+    let module = exec
+        .load_bytes(wat::parse_str(PEEK_POKE_WAT).unwrap())
+        .await
+        .unwrap();
+    // Six memories: more than a pool slot holds, so this module runs with
+    // instances made on demand, in the same worker.
+    let big_table = PEEK_POKE_WAT.replace(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 1) (memory 1) (memory 1) (memory 1) (memory 1) (memory 1)",
+    );
+    let big = exec
+        .load_bytes(wat::parse_str(&big_table).unwrap())
+        .await
+        .unwrap();
+    let mut events = exec.events();
+    // And a table of 1,000,000 entries (the most a task may have), which a
+    // slot holds.
+    let big_table = PEEK_POKE_WAT.replace(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 1) (table 1000000 funcref)",
+    );
+    let table = exec
+        .load_bytes(wat::parse_str(&big_table).unwrap())
+        .await
+        .unwrap();
+    for round in 0..5 {
+        for module in [&module, &big, &table] {
+            let before = exec
+                .submit_bytes(module, "peek_poke", vec![])
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(before, [0], "round {round}: memory left by an earlier task");
+        }
+    }
+    let events = collect_events(&mut events, 15).await;
+    assert_eq!(pids(&events).len(), 1, "one warm worker served all");
+    exec.shutdown(Duration::from_secs(5)).await;
+}

@@ -49,7 +49,8 @@ struct Args {
     #[arg(long)]
     layers: bool,
     /// Only these groups of rows, comma-separated: noop, sandbox, heavy,
-    /// compute, progress, payload, cluster, ticker, memory, cli, scheduler
+    /// compute, progress, payload, cluster, ticker, memory, cli, scheduler,
+    /// warm
     /// (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -266,6 +267,51 @@ async fn noop_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             ratio,
         });
     }
+    Ok(())
+}
+
+/// Warm mode against running the same no-op task in-process
+/// (`run_in_process`: instantiate and call on the calling thread, no
+/// worker), in the same run.
+async fn warm_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let tasks = args.throughput_tasks * 10;
+    let mut warm_rates = Vec::new();
+    let mut warm_p50s = Vec::new();
+    let mut local_rates = Vec::new();
+    let mut local_p50s = Vec::new();
+    for _ in 0..args.runs {
+        let exec = executor(2, 0, true)?;
+        let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
+        exec.submit::<_, ()>(&module, "noop", &())?.await?;
+        warm_p50s.push(latency(&exec, &module, args.latency_tasks).await?.0);
+        warm_rates.push(throughput(&exec, &module, tasks).await?);
+        let mut lat = Vec::new();
+        let start = Instant::now();
+        for _ in 0..tasks / 4 {
+            let one = Instant::now();
+            exec.run_in_process::<_, ()>(&module, "noop", &()).await?;
+            lat.push(ms(one.elapsed()));
+        }
+        local_rates.push((tasks / 4) as f64 / start.elapsed().as_secs_f64());
+        lat.sort_by(f64::total_cmp);
+        local_p50s.push(percentile(&lat, 0.5));
+        exec.shutdown(Duration::from_secs(5)).await;
+    }
+    let (warm_p50, warm_rate) = (median(warm_p50s), median(warm_rates));
+    let (local_p50, local_rate) = (median(local_p50s), median(local_rates));
+    rows.push(Row {
+        what: "no-op task, warm mode, max_processes = 2 (tasks/s: all submitted at once)".into(),
+        value: format!("p50 {:.0} µs, {warm_rate:.0} tasks/s", warm_p50 * 1000.0),
+        baseline: format!(
+            "in-process instantiate and call, one thread: p50 {:.0} µs, {local_rate:.0}/s",
+            local_p50 * 1000.0
+        ),
+        ratio: format!(
+            "{:.1}x the latency, {:.2}x the rate",
+            warm_p50 / local_p50,
+            warm_rate / local_rate
+        ),
+    });
     Ok(())
 }
 
@@ -1042,6 +1088,10 @@ async fn main() -> Result<()> {
             if args.wants("memory") {
                 eprintln!("memory...");
                 memory_rows(&args, &mut rows).await?;
+            }
+            if args.wants("warm") {
+                eprintln!("warm mode...");
+                warm_rows(&args, &mut rows).await?;
             }
             if args.wants("scheduler") {
                 eprintln!("the scheduler...");

@@ -178,6 +178,7 @@ pub(crate) async fn run_in_process(
         capabilities: &capabilities.to_wire(),
         sink: Some(sink),
         command: None,
+        pre: None,
     })
     .await;
     reply.outcome.map_err(|failure| {

@@ -76,6 +76,33 @@ pub fn engine_config_with_stack(flavor: EngineFlavor, max_wasm_stack: usize) -> 
     config
 }
 
+/// The pooling allocator a warm worker's engines use: slots for the one
+/// instance a worker runs at a time (and one more while the last one is
+/// torn down), reused from task to task, their memories reset from the
+/// module's copy-on-write image instead of mapped and unmapped each time.
+/// The limits are wide so that whatever runs in a fresh process runs here:
+/// any table a task may have and any 32-bit memory fits a slot, and a module with more
+/// memories or tables, or a bigger instance, than a slot holds is refused
+/// when it is loaded, and the worker then runs it on demand instead.
+pub fn warm_pool() -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_core_instances(2)
+        .total_memories(2 * 4)
+        .total_tables(2 * 8)
+        .total_stacks(2)
+        .max_memories_per_module(4)
+        .max_tables_per_module(8)
+        // Every table a task may have (checked only when instantiating, so
+        // it must).
+        .table_elements(run::MAX_TABLE_ELEMENTS)
+        .max_core_instance_size(16 << 20)
+        // The first 64 KiB of a memory and a stack are zeroed in place
+        // rather than given back and faulted in again.
+        .linear_memory_keep_resident(64 << 10)
+        .async_stack_keep_resident(64 << 10);
+    pool
+}
+
 /// Creates an engine with [`engine_config`].
 ///
 /// # Examples

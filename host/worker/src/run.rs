@@ -14,7 +14,7 @@ use asyncer_protocol::{
     ABI_ALLOC_EXPORT, ABI_INITIALIZE_EXPORT, ABI_MEMORY_EXPORT, ABI_START_EXPORT,
     ABI_TASK_ALT_PREFIX, ABI_TASK_PREFIX, ENVELOPE_ERR, ENVELOPE_INPUT_DECODE_ERR, ENVELOPE_OK,
 };
-use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Engine, InstancePre, Linker, Module, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -72,9 +72,12 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
+
+/// The most elements a guest's table may have.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 /// One task against an already loaded module.
 ///
@@ -107,6 +110,10 @@ pub struct LoadedTask<'a> {
     /// Set to run the module as a WASI command (`_start`) with these
     /// arguments and `input` as its standard input, instead of `task`.
     pub command: Option<&'a CommandLine>,
+    /// The module's imports resolved in `linker` once
+    /// ([`Linker::instantiate_pre`]), for callers that run many tasks of one
+    /// module; `None`: resolved for this task.
+    pub pre: Option<&'a InstancePre<StoreState>>,
 }
 
 /// Runs one task of an already loaded module in a fresh store and instance.
@@ -149,6 +156,7 @@ pub struct LoadedTask<'a> {
 ///     capabilities: &Capabilities::default(),
 ///     sink: Some(sink),
 ///     command: None,
+///     pre: None,
 /// }));
 /// assert_eq!(reply.outcome, Ok(vec![7]));
 /// assert!(matches!(&records.lock().unwrap()[0], GuestMessage::Log(r) if r.message == "hi"));
@@ -311,14 +319,26 @@ fn decode_failure(message: impl Into<String>) -> CallError {
     CallError::Failure(Failure::new(ErrorKind::Decode, message))
 }
 
+/// A fresh instance of the task's module in `store`.
+async fn instantiate(
+    store: &mut Store<StoreState>,
+    task: &LoadedTask<'_>,
+) -> wasmtime::Result<wasmtime::Instance> {
+    match task.pre {
+        Some(pre) => pre.instantiate_async(&mut *store).await,
+        None => {
+            task.linker
+                .instantiate_async(&mut *store, task.module)
+                .await
+        }
+    }
+}
+
 async fn call_task(
     store: &mut Store<StoreState>,
     task: &LoadedTask<'_>,
 ) -> Result<Vec<u8>, CallError> {
-    let instance = task
-        .linker
-        .instantiate_async(&mut *store, task.module)
-        .await?;
+    let instance = instantiate(store, task).await?;
     if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, ABI_INITIALIZE_EXPORT) {
         init.call_async(&mut *store, ()).await?;
     }
@@ -383,10 +403,7 @@ async fn call_command(
     store: &mut Store<StoreState>,
     task: &LoadedTask<'_>,
 ) -> Result<i32, CallError> {
-    let instance = task
-        .linker
-        .instantiate_async(&mut *store, task.module)
-        .await?;
+    let instance = instantiate(store, task).await?;
     let start = instance
         .get_typed_func::<(), ()>(&mut *store, ABI_START_EXPORT)
         .map_err(|e| abi_violation(format!("`{ABI_START_EXPORT}`: {e}")))?;
@@ -425,11 +442,25 @@ fn open_envelope(envelope: &[u8]) -> Result<Vec<u8>, CallError> {
     }
 }
 
+/// An engine with its WASI linker.
+type Linked = (Engine, Arc<Linker<StoreState>>);
+
+/// A loaded module with its imports resolved once (`None` when they cannot
+/// be: the task's instantiation then says why).
+type Prepared = (Module, Option<InstancePre<StoreState>>);
+
 /// Engines, linkers and loaded modules a worker keeps between the tasks it
 /// serves (one in the default mode, many in warm mode), and its sandbox.
 struct WorkerCache {
-    engines: HashMap<(EngineFlavor, usize), (Engine, Linker<StoreState>)>,
-    modules: HashMap<(String, EngineFlavor, usize), Module>,
+    /// The linker is shared, not cloned per task: a clone copies every
+    /// WASI definition (a measurable share of a warm task).
+    /// By flavor, wasm stack and whether the engine pools its instances.
+    engines: HashMap<(EngineFlavor, usize, bool), Linked>,
+    modules: HashMap<(String, EngineFlavor, usize, bool), Prepared>,
+    /// Artifacts that do not fit the warm pool's slots (more memories or
+    /// tables, or bigger ones, than [`crate::warm_pool`] allows): they run
+    /// with instances allocated on demand, as in a fresh process.
+    unpooled: std::collections::HashSet<String>,
     sandbox: Sandbox,
     /// Warm mode: later tasks load their artifacts from the same cache.
     warm: bool,
@@ -445,6 +476,7 @@ impl WorkerCache {
         WorkerCache {
             engines: HashMap::new(),
             modules: HashMap::new(),
+            unpooled: std::collections::HashSet::new(),
             sandbox,
             warm,
             statm: std::fs::File::open("/proc/self/statm").ok(),
@@ -473,30 +505,40 @@ impl WorkerCache {
         &mut self,
         flavor: EngineFlavor,
         stack: usize,
-    ) -> Result<(Engine, Linker<StoreState>), Failure> {
-        if let Some(found) = self.engines.get(&(flavor, stack)) {
+        pooled: bool,
+    ) -> Result<Linked, Failure> {
+        if let Some(found) = self.engines.get(&(flavor, stack, pooled)) {
             return Ok(found.clone());
         }
-        let engine = Engine::new(&crate::engine_config_with_stack(flavor, stack)).map_err(|e| {
+        let mut config = crate::engine_config_with_stack(flavor, stack);
+        if pooled {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+                crate::warm_pool(),
+            ));
+        }
+        let engine = Engine::new(&config).map_err(|e| {
             Failure::new(
                 ErrorKind::EngineFailed,
                 format!("cannot make the engine: {e:#}"),
             )
         })?;
         let linker = crate::new_linker(&engine)
+            .map(Arc::new)
             .map_err(|e| Failure::new(ErrorKind::LinkFailed, format!("cannot link WASI: {e:#}")))?;
         self.engines
-            .insert((flavor, stack), (engine.clone(), linker.clone()));
+            .insert((flavor, stack, pooled), (engine.clone(), linker.clone()));
         Ok((engine, linker))
     }
 
     fn module(
         &mut self,
         engine: &Engine,
+        linker: &Linker<StoreState>,
         request: &Request,
         stack: usize,
-    ) -> Result<Module, Failure> {
-        let key = (request.artifact.clone(), request.flavor, stack);
+        pooled: bool,
+    ) -> Result<Prepared, Failure> {
+        let key = (request.artifact.clone(), request.flavor, stack, pooled);
         if let Some(module) = self.modules.get(&key) {
             return Ok(module.clone());
         }
@@ -506,11 +548,25 @@ impl WorkerCache {
                 format!("cannot load artifact {}: {e:#}", request.artifact),
             )
         })?;
+        let pre = linker.instantiate_pre(&module).ok();
         if self.modules.len() >= MAX_CACHED_MODULES {
             self.modules.clear();
         }
-        self.modules.insert(key, module.clone());
-        Ok(module)
+        self.modules.insert(key, (module.clone(), pre.clone()));
+        Ok((module, pre))
+    }
+
+    /// The engine, linker and module (with its imports resolved) for
+    /// `request`, each made once.
+    fn load(
+        &mut self,
+        request: &Request,
+        stack: usize,
+        pooled: bool,
+    ) -> Result<(Prepared, Engine, Arc<Linker<StoreState>>), Failure> {
+        let (engine, linker) = self.engine(request.flavor, stack, pooled)?;
+        let module = self.module(&engine, &linker, request, stack, pooled)?;
+        Ok((module, engine, linker))
     }
 
     /// Loads the request's precompiled artifact (once) and runs its task.
@@ -521,12 +577,17 @@ impl WorkerCache {
             .map_or(crate::MAX_WASM_STACK, |s| {
                 usize::try_from(s).unwrap_or(usize::MAX)
             });
-        let loaded = self
-            .engine(request.flavor, stack)
-            .and_then(|(engine, linker)| {
-                Ok((self.module(&engine, request, stack)?, engine, linker))
-            });
-        let (module, engine, linker) = match loaded.and_then(|loaded| {
+        // Warm: pooled instances, unless the module does not fit the pool
+        // (its load says so) and then on demand.
+        let pooled = self.warm && !self.unpooled.contains(&request.artifact);
+        let loaded = match self.load(request, stack, pooled) {
+            Err(failure) if pooled => {
+                self.unpooled.insert(request.artifact.clone());
+                self.load(request, stack, false).map_err(|_| failure)
+            }
+            loaded => loaded,
+        };
+        let ((module, pre), engine, linker) = match loaded.and_then(|loaded| {
             self.lock_down(request)?;
             Ok(loaded)
         }) {
@@ -545,6 +606,7 @@ impl WorkerCache {
             capabilities: &request.capabilities,
             sink: Some(sink.clone()),
             command: request.command.as_ref(),
+            pre: pre.as_ref(),
         })
         .await;
         reply.usage.worker_rss_bytes = self.resident_set_bytes();
@@ -681,7 +743,8 @@ pub fn serve_stdio_with_hook(before_task: fn(&str)) -> ExitCode {
     };
     let mut cache = WorkerCache::new(sandbox, has("--warm"));
     if has("--prewarm") {
-        let _ = cache.engine(EngineFlavor::default(), crate::MAX_WASM_STACK);
+        let pooled = cache.warm;
+        let _ = cache.engine(EngineFlavor::default(), crate::MAX_WASM_STACK, pooled);
     }
     let mut stdin = std::io::stdin().lock();
     // Frames are written whole by one thread (the guest's host calls run on

@@ -65,6 +65,7 @@ fn foreign_epoch_ticks_do_not_cut_a_task_short() {
             capabilities: &Capabilities::default(),
             sink: None,
             command: None,
+            pre: None,
         }))
     };
     // 40 × 2^24 iterations: long enough to see hundreds of foreign ticks.

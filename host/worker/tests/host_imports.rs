@@ -68,6 +68,7 @@ fn run(task: &str, limits: &Limits) -> (Reply, Vec<GuestMessage>) {
         capabilities: &Capabilities::default(),
         sink: Some(sink),
         command: None,
+        pre: None,
     }));
     let seen = seen.lock().unwrap().clone();
     (reply, seen)
