@@ -285,3 +285,36 @@ async fn warm_pooled_instances_start_clean_and_modules_too_big_for_the_pool_stil
     assert_eq!(pids(&events).len(), 1, "one warm worker served all");
     exec.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactors_initialize_runs_before_each_task_fresh_and_warm() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // `_initialize` sets the byte the task returns; a task that ran without
+    // it would return 0.
+    let wat = r#"(module
+      (memory (export "memory") 1)
+      (func (export "_initialize") (i32.store8 (i32.const 17) (i32.const 7)))
+      (func (export "asyncer_alloc") (param i32) (result i32) i32.const 1024)
+      (data (i32.const 16) "\00")
+      (func (export "task:seven") (param i32 i32) (result i64)
+        (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 2))))"#;
+    for exec in [
+        Executor::builder()
+            .max_processes(1)
+            .worker_program(WORKER)
+            .build()
+            .unwrap(),
+        warm_executor(1, WarmOptions::default()),
+    ] {
+        let module = exec.load_bytes(wat::parse_str(wat).unwrap()).await.unwrap();
+        for _ in 0..3 {
+            let output = exec
+                .submit_bytes(&module, "seven", vec![])
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(output, [7]);
+        }
+        exec.shutdown(Duration::from_secs(5)).await;
+    }
+}
