@@ -14,7 +14,7 @@
 //! the submitters' ready notices since; a pull that finds a queue empty
 //! sets it straight.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{self, pull, FromConsumer, PullConsumer};
@@ -62,7 +62,9 @@ pub(crate) async fn queue_states(connection: &Connection) -> Result<Vec<QueueSta
             });
         }
     }
-    states.sort_by(|a, b| (&a.tenant, -a.priority).cmp(&(&b.tenant, -b.priority)));
+    states.sort_by(|a, b| {
+        (&a.tenant, std::cmp::Reverse(a.priority)).cmp(&(&b.tenant, std::cmp::Reverse(b.priority)))
+    });
     Ok(states)
 }
 
@@ -139,7 +141,7 @@ impl Queues {
 
     /// Asks the server what waits in every queue.
     pub(crate) async fn look(&mut self, connection: &Connection) -> Result<(), String> {
-        let mut listed = Vec::new();
+        let mut listed = HashSet::new();
         let mut consumers = connection.stream.consumers();
         while let Some(info) = consumers.next().await {
             let info = info.map_err(|e| e.to_string())?;
@@ -163,7 +165,7 @@ impl Queues {
                     ));
                 }
             }
-            listed.push(info.name);
+            listed.insert(info.name);
         }
         // A queue deleted by an operator: forgotten once nothing of it runs.
         self.queues

@@ -457,9 +457,9 @@ type Prepared = (Module, Option<InstancePre<StoreState>>);
 /// Engines, linkers and loaded modules a worker keeps between the tasks it
 /// serves (one in the default mode, many in warm mode), and its sandbox.
 struct WorkerCache {
-    /// The linker is shared, not cloned per task: a clone copies every
-    /// WASI definition (a measurable share of a warm task).
     /// By flavor, wasm stack and whether the engine pools its instances.
+    /// The linker is shared, not cloned per task: a clone copies every WASI
+    /// definition (a measurable share of a warm task).
     engines: HashMap<(EngineFlavor, usize, bool), Linked>,
     modules: HashMap<(String, EngineFlavor, usize, bool), Prepared>,
     /// Artifacts that do not fit the warm pool's slots (more memories or
@@ -586,9 +586,9 @@ impl WorkerCache {
         // (its load says so) and then on demand.
         let pooled = self.warm && !self.unpooled.contains(&request.artifact);
         let loaded = match self.load(request, stack, pooled) {
-            Err(failure) if pooled => {
+            Err(_) if pooled => {
                 self.unpooled.insert(request.artifact.clone());
-                self.load(request, stack, false).map_err(|_| failure)
+                self.load(request, stack, false)
             }
             loaded => loaded,
         };
