@@ -788,7 +788,10 @@ async fn memory_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let exec = executor(2, 0, true)?;
     let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
     let mut events = exec.events();
-    throughput(&exec, &module, 1000).await?;
+    // Warm-up with a batch as large as the measured ones, so that the
+    // allocator's first growth to hold 5000 tasks in flight is not counted
+    // as growth over the run.
+    throughput(&exec, &module, 5000).await?;
     while events.try_recv().is_some() {}
     let before = rss_bytes();
     let mut done = 0;
@@ -911,7 +914,10 @@ async fn scheduler_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         .build()?;
     let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
     let mut events = exec.events();
-    throughput(&exec, &module, 1000).await?;
+    // Warm-up with a batch as large as the measured ones, so that the
+    // allocator's first growth to hold 5000 tasks in flight is not counted
+    // as growth over the run.
+    throughput(&exec, &module, 5000).await?;
     while events.try_recv().is_some() {}
     let before = rss_bytes();
     let (mut refused, mut peak) = (0u64, before);
