@@ -185,7 +185,12 @@ fn options(server: &Server) -> ClusterOptions {
 }
 
 async fn client(server: &Server) -> (Executor, Connection) {
-    let connection = Connection::connect(options(server))
+    client_with(options(server)).await
+}
+
+/// A client connected with `options`, 64 tasks in flight.
+async fn client_with(options: ClusterOptions) -> (Executor, Connection) {
+    let connection = Connection::connect(options)
         .await
         .expect("the client connects");
     let exec = Executor::builder()
@@ -235,17 +240,26 @@ async fn wait_until(what: &str, secs: u64, done: impl Fn() -> bool) {
 
 /// Waits (bounded) until the queue is empty.
 async fn assert_queue_drains(connection: &Connection) {
+    wait_for_stream(connection, "tasks left in the stream", |pending| {
+        pending == 0
+    })
+    .await;
+}
+
+/// Waits (15 s at most) until the number of tasks in the stream is `done`,
+/// failing with it and `what` after.
+async fn wait_for_stream(connection: &Connection, what: &str, done: impl Fn(u64) -> bool) {
     let start = Instant::now();
     loop {
         let pending = connection.pending_tasks().await.expect("stream state");
-        if pending == 0 {
+        if done(pending) {
             return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(15),
-            "{pending} tasks left in the stream"
+            "{pending} {what}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -1037,31 +1051,13 @@ async fn hosts_and_submitters_starting_together_all_set_up_the_cluster() {
 
 /// A client of `server` submitting as `tenant`.
 async fn tenant_client(server: &Server, tenant: &str) -> (Executor, Connection) {
-    let connection = Connection::connect(options(server).tenant(tenant))
-        .await
-        .expect("the client connects");
-    let exec = Executor::builder()
-        .backend(ClusterBackend::new(connection.clone()))
-        .max_processes(64)
-        .build()
-        .expect("the client's executor");
-    (exec, connection)
+    client_with(options(server).tenant(tenant)).await
 }
 
 /// Waits (bounded) until `n` tasks are in the stream.
 async fn wait_queued(connection: &Connection, n: u64) {
-    let start = Instant::now();
-    loop {
-        let queued = connection.pending_tasks().await.expect("stream state");
-        if queued >= n {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "only {queued} of {n} tasks reached the stream"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("of {n} tasks reached the stream");
+    wait_for_stream(connection, &what, |queued| queued >= n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

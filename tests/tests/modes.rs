@@ -246,31 +246,22 @@ const PEEK_POKE_WAT: &str = r#"(module
 async fn warm_pooled_instances_start_clean_and_modules_too_big_for_the_pool_still_run() {
     let _one = ONE_AT_A_TIME.lock().await;
     let exec = warm_executor(1, WarmOptions::default());
-    let module = exec
-        .load_bytes(wat::parse_str(PEEK_POKE_WAT).unwrap())
-        .await
-        .unwrap();
+    // The peek-poke guest with `extra` declared beside its memory.
+    let load = |extra: &str| {
+        let memory = "(memory (export \"memory\") 1)";
+        let wat = PEEK_POKE_WAT.replace(memory, &format!("{memory} {extra}"));
+        exec.load_bytes(wat::parse_str(wat).unwrap())
+    };
+    let module = load("").await.unwrap();
     // Six memories: more than a pool slot holds, so this module runs with
     // instances made on demand, in the same worker.
-    let big_table = PEEK_POKE_WAT.replace(
-        "(memory (export \"memory\") 1)",
-        "(memory (export \"memory\") 1) (memory 1) (memory 1) (memory 1) (memory 1) (memory 1)",
-    );
-    let big = exec
-        .load_bytes(wat::parse_str(&big_table).unwrap())
+    let big = load("(memory 1) (memory 1) (memory 1) (memory 1) (memory 1)")
         .await
         .unwrap();
-    let mut events = exec.events();
     // And a table of 1,000,000 entries (the most a task may have), which a
     // slot holds.
-    let big_table = PEEK_POKE_WAT.replace(
-        "(memory (export \"memory\") 1)",
-        "(memory (export \"memory\") 1) (table 1000000 funcref)",
-    );
-    let table = exec
-        .load_bytes(wat::parse_str(&big_table).unwrap())
-        .await
-        .unwrap();
+    let table = load("(table 1000000 funcref)").await.unwrap();
+    let mut events = exec.events();
     for round in 0..5 {
         for module in [&module, &big, &table] {
             let before = exec

@@ -140,18 +140,16 @@ fn aging(text: &str) -> Result<Aging, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `NAME=N` for a tenant setting.
+/// `NAME=N` for a tenant setting (split as `--env`'s `K=V`).
 fn tenant_number<N: std::str::FromStr>(text: &str) -> Result<(String, N), String>
 where
     N::Err: std::fmt::Display,
 {
-    let (name, number) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=N, found {text:?}"))?;
+    let (name, number) = crate::parse_env(text)?;
     let number = number
         .parse()
         .map_err(|e| format!("{number:?} in {text:?}: {e}"))?;
-    Ok((name.to_owned(), number))
+    Ok((name, number))
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {

@@ -49,23 +49,33 @@ pub struct QueueState {
 
 /// Every queue on the server, by the server's counts.
 pub(crate) async fn queue_states(connection: &Connection) -> Result<Vec<QueueState>, String> {
-    let mut states = Vec::new();
-    let mut consumers = connection.stream.consumers();
-    while let Some(info) = consumers.next().await {
-        let info = info.map_err(|e| e.to_string())?;
-        if let Some((tenant, priority)) = queue_of(&info) {
-            states.push(QueueState {
-                tenant,
-                priority,
-                waiting: info.num_pending,
-                taken: info.num_ack_pending as u64,
-            });
-        }
-    }
+    let mut states: Vec<_> = list(connection)
+        .await?
+        .into_iter()
+        .map(|(tenant, priority, info)| QueueState {
+            tenant,
+            priority,
+            waiting: info.num_pending,
+            taken: info.num_ack_pending as u64,
+        })
+        .collect();
     states.sort_by(|a, b| {
         (&a.tenant, std::cmp::Reverse(a.priority)).cmp(&(&b.tenant, std::cmp::Reverse(b.priority)))
     });
     Ok(states)
+}
+
+/// Every queue's consumer on the server, with its tenant and priority.
+async fn list(connection: &Connection) -> Result<Vec<(String, i32, consumer::Info)>, String> {
+    let mut queues = Vec::new();
+    let mut consumers = connection.stream.consumers();
+    while let Some(info) = consumers.next().await {
+        let info = info.map_err(|e| e.to_string())?;
+        if let Some((tenant, priority)) = queue_of(&info) {
+            queues.push((tenant, priority, info));
+        }
+    }
+    Ok(queues)
 }
 
 /// The tenant and priority of a queue's consumer (`None`: not a queue).
@@ -142,12 +152,7 @@ impl Queues {
     /// Asks the server what waits in every queue.
     pub(crate) async fn look(&mut self, connection: &Connection) -> Result<(), String> {
         let mut listed = HashSet::new();
-        let mut consumers = connection.stream.consumers();
-        while let Some(info) = consumers.next().await {
-            let info = info.map_err(|e| e.to_string())?;
-            let Some((tenant, priority)) = queue_of(&info) else {
-                continue;
-            };
+        for (tenant, priority, info) in list(connection).await? {
             let queue = self
                 .queues
                 .entry(info.name.clone())
@@ -238,45 +243,33 @@ impl Queues {
                 .max_messages(1)
                 .messages()
                 .await
-                .map_err(|e| format!("pulling from {name}: {e}"))?;
-            Ok::<_, String>(batch.next().await)
+                .map_err(|e| e.to_string())?;
+            batch.next().await.transpose().map_err(|e| e.to_string())
         };
-        let next = match tokio::time::timeout(PULL_ANSWER, pull).await {
-            Ok(next) => next,
-            Err(_) => Err(format!(
-                "pulling from {name}: no answer within {PULL_ANSWER:?}"
-            )),
+        let pulled = tokio::time::timeout(PULL_ANSWER, pull)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {PULL_ANSWER:?}")));
+        let message = match pulled {
+            Ok(Some(message)) => message,
+            // Empty (another host was first), or no answer.
+            other => {
+                queue.waiting = 0;
+                return other
+                    .map(|_| None)
+                    .map_err(|e| format!("pulling from {name}: {e}"));
+            }
         };
-        let next = match next {
-            Ok(next) => next,
-            Err(e) => {
-                queue.waiting = 0;
-                return Err(e);
-            }
-        };
-        match next {
-            Some(Ok(message)) => {
-                queue.waiting = queue.waiting.saturating_sub(1);
-                queue.running += 1;
-                let config = &consumer.cached_info().config;
-                Ok(Some(Taken {
-                    message,
-                    queue: name.to_owned(),
-                    tenant: queue.tenant.clone(),
-                    priority: queue.priority,
-                    ack_wait: config.ack_wait,
-                    max_deliver: config.max_deliver,
-                }))
-            }
-            Some(Err(e)) => {
-                queue.waiting = 0;
-                Err(format!("pulling from {name}: {e}"))
-            }
-            None => {
-                queue.waiting = 0;
-                Ok(None)
-            }
-        }
+        queue.waiting = queue.waiting.saturating_sub(1);
+        queue.running += 1;
+        let config = &consumer.cached_info().config;
+        Ok(Some(Taken {
+            message,
+            queue: name.to_owned(),
+            tenant: queue.tenant.clone(),
+            priority: queue.priority,
+            ack_wait: config.ack_wait,
+            max_deliver: config.max_deliver,
+        }))
     }
 
     /// A task taken from queue `name` is over (acknowledged or handed back).
