@@ -213,7 +213,8 @@ async fn within<F: std::future::Future>(limit: u64, future: F) -> F::Output {
         .unwrap_or_else(|_| panic!("did not happen within {limit} s"))
 }
 
-/// Workers started by the host with process id `host`, still alive.
+/// Workers started by the host with process id `host`, still alive (its
+/// template, which runs no task, left out).
 fn workers_of(host: u32) -> Vec<u32> {
     let needle = format!("--parent-pid\0{host}\0");
     std::fs::read_dir("/proc")
@@ -226,6 +227,7 @@ fn workers_of(host: u32) -> Vec<u32> {
                 .map(|cmd| String::from_utf8_lossy(&cmd).contains(&needle))
                 .unwrap_or(false)
         })
+        .filter(|pid| !common::is_template(*pid))
         .collect()
 }
 

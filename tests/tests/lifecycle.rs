@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use asyncer::{Error, ErrorKind};
+use asyncer::{Error, ErrorKind, Launch};
 use common::{assert_no_children_left, children, collect_events, executor, faults};
 use tokio::sync::Mutex;
 
@@ -327,21 +327,43 @@ async fn workers_that_abort_exit_early_or_reply_garbage_are_crashes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_run_hardened_with_three_fds_and_no_core_dumps() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let exec = executor(1);
+    for launch in [Launch::Spawn, Launch::Fork] {
+        hardened(launch).await;
+    }
+}
+
+async fn hardened(launch: Launch) {
+    let exec = asyncer::Executor::builder()
+        .max_processes(1)
+        .worker_program(common::WORKER)
+        .launch(launch)
+        .build()
+        .unwrap();
     let module = faults(&exec).await;
     let handle = exec.submit::<_, u64>(&module, "slow", &2_000u64).unwrap();
     let pid = wait_for_children(1).await[0];
     // Give the worker time to start and harden itself.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // The worker the host started, and the one it forked into a new PID
-    // namespace to run the task (its sandbox), are both checked.
     let task_runner = common::children_of(pid);
-    assert_eq!(
-        task_runner.len(),
-        1,
-        "the worker runs its task in one child"
-    );
-    for pid in [pid, task_runner[0]] {
+    let checked = match launch {
+        // The worker the host started, and the one it forked into a new
+        // PID namespace to run the task (its sandbox), are both checked.
+        Launch::Spawn => {
+            assert_eq!(
+                task_runner.len(),
+                1,
+                "the worker runs its task in one child"
+            );
+            vec![pid, task_runner[0]]
+        }
+        // Forked from the template into its PID namespace: one process.
+        _ => {
+            assert!(task_runner.is_empty(), "{task_runner:?}");
+            assert_eq!(common::templates().len(), 1);
+            vec![pid]
+        }
+    };
+    for pid in checked {
         // Nothing inherited from the host: the three pipes, and what the
         // worker itself opened: its artifact, its `/proc/self/statm`.
         let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -384,6 +406,7 @@ async fn workers_run_hardened_with_three_fds_and_no_core_dumps() {
     }
     handle.cancel();
     let _ = handle.await;
+    exec.shutdown(Duration::from_secs(5)).await;
     assert_no_children_left().await;
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use asyncer::{Error, ErrorKind, Executor, Limits, TaskEvent, TaskOptions, WarmOptions};
+use asyncer::{Error, ErrorKind, Executor, Launch, Limits, TaskEvent, TaskOptions, WarmOptions};
 use common::{children, collect_events, faults, WORKER};
 use faults::Pair;
 use tokio::sync::Mutex;
@@ -308,4 +308,161 @@ async fn a_reactors_initialize_runs_before_each_task_fresh_and_warm() {
         }
         exec.shutdown(Duration::from_secs(5)).await;
     }
+}
+
+fn forking_executor(max_processes: usize) -> Executor {
+    Executor::builder()
+        .max_processes(max_processes)
+        .worker_program(WORKER)
+        .launch(Launch::Fork)
+        .build()
+        .unwrap()
+}
+
+/// What `pid` holds open: `(fd, what it names)`.
+fn open_fds(pid: u32) -> Vec<(u32, String)> {
+    let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let fd = e.file_name().to_string_lossy().parse().unwrap();
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            (fd, target.display().to_string())
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forked_workers_start_clean_from_a_template_that_runs_no_task() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = forking_executor(2);
+    let module = faults(&exec).await;
+    let peek_poke = exec
+        .load_bytes(wat::parse_str(PEEK_POKE_WAT).unwrap())
+        .await
+        .unwrap();
+    let mut events = exec.events();
+    for round in 0..10u64 {
+        // A guest global, and a byte of memory, left by the last task.
+        let calls: u64 = exec.submit(&module, "bump", &()).unwrap().await.unwrap();
+        assert_eq!(calls, 1, "round {round}: a global survived");
+        let before = exec
+            .submit_bytes(&peek_poke, "peek_poke", vec![])
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(before, [0], "round {round}: memory survived");
+    }
+    let events = collect_events(&mut events, 20).await;
+    assert_eq!(
+        pids(&events).len(),
+        20,
+        "a process of its own for each task"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.exit_status.as_deref() == Some("exit code 0")));
+    // One template served them all; it holds no task's pipes (nothing a task
+    // had open can reach the next one through it): its control socket, two
+    // /dev/null, the artifacts it loaded and its `/proc/self/statm`.
+    let templates = common::templates();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    for (fd, target) in open_fds(templates[0]) {
+        match fd {
+            0 => assert!(target.starts_with("socket:"), "fd 0 -> {target}"),
+            1 | 2 => assert_eq!(target, "/dev/null"),
+            _ => assert!(
+                target.ends_with(".cwasm") || target.ends_with("/statm"),
+                "fd {fd} -> {target}"
+            ),
+        }
+    }
+    exec.shutdown(Duration::from_secs(5)).await;
+    assert!(children().is_empty());
+    assert!(
+        common::templates().is_empty(),
+        "the template is reaped at shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_template_is_replaced_and_no_task_is_lost() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let exec = forking_executor(2);
+    let module = faults(&exec).await;
+    let _: u64 = exec.submit(&module, "slow", &1u64).unwrap().await.unwrap();
+    let first = common::templates();
+    assert_eq!(first.len(), 1);
+    // Two tasks running in children of the old template, more queued.
+    let handles: Vec<_> = (0..12u64)
+        .map(|i| exec.submit::<_, u64>(&module, "slow", &(100 + i)).unwrap())
+        .collect();
+    for _ in 0..200 {
+        if children().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status()
+        .unwrap();
+    // The running ones were the executor's children, not the template's:
+    // they finish; the queued ones run in children of a new template.
+    for (i, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.await.unwrap(), 100 + i as u64);
+    }
+    let now = common::templates();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, first, "a new template");
+    drop(exec);
+    for _ in 0..200 {
+        if common::templates().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        common::templates().is_empty(),
+        "a dropped executor's template ends"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_program_that_cannot_be_a_template_is_spawned_instead() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // A worker that ignores `--template`: it reads its stdin (the control
+    // socket) as a request and fails, so the executor spawns workers.
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("plain-worker");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --template ] && exit 7; done\nexec {WORKER} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let exec = Executor::builder()
+        .max_processes(1)
+        .worker_program(&program)
+        .build()
+        .unwrap();
+    let module = faults(&exec).await;
+    for i in 0..3u64 {
+        let sum: u64 = exec
+            .submit(&module, "add", &Pair { a: i, b: 1 })
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(sum, i + 1);
+    }
+    assert!(common::templates().is_empty());
+    exec.shutdown(Duration::from_secs(5)).await;
 }

@@ -267,9 +267,16 @@ fn net_namespace(pid: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_worker_runs_under_seccomp_without_new_privileges_in_its_own_network() {
     let _one = ONE_AT_A_TIME.lock().await;
+    for launch in [asyncer::Launch::Spawn, asyncer::Launch::Fork] {
+        live_worker_sandbox(launch).await;
+    }
+}
+
+async fn live_worker_sandbox(launch: asyncer::Launch) {
     let exec = Executor::builder()
         .max_processes(1)
         .worker_program(WORKER)
+        .launch(launch)
         .build()
         .unwrap();
     let module = faults(&exec).await;
@@ -294,8 +301,15 @@ async fn a_live_worker_runs_under_seccomp_without_new_privileges_in_its_own_netw
     let pid = seen.expect("a worker under seccomp appears");
     assert_eq!(status_line(pid, "NoNewPrivs:"), "1");
     assert_ne!(net_namespace(&pid.to_string()), net_namespace("self"));
-    // The task runs in its child, PID 1 of a PID namespace of its own.
-    let runner = common::children_of(pid)[0];
+    // The task runs in PID 1 of a PID namespace of its own: a spawned
+    // worker's child, or the worker forked from the template itself.
+    let runner = match launch {
+        asyncer::Launch::Spawn => common::children_of(pid)[0],
+        _ => {
+            assert!(common::children_of(pid).is_empty());
+            pid
+        }
+    };
     assert_eq!(status_line(runner, "Seccomp:"), "2");
     assert_eq!(
         status_line(runner, "NSpid:").split_whitespace().last(),

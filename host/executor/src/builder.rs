@@ -11,7 +11,7 @@ use crate::executor::Settings;
 use crate::local::LocalBackend;
 use crate::locate::locate_worker;
 use crate::module::Compiler;
-use crate::pool::{Pool, PoolMode, WarmOptions};
+use crate::pool::{Launch, Pool, PoolMode, WarmOptions};
 use crate::runner::Runner;
 use crate::schedule::{Policy, TenantSettings};
 use crate::{ArtifactCache, Capabilities, Error, Executor, Limits, RetryPolicy, SandboxSettings};
@@ -43,6 +43,7 @@ pub struct ExecutorBuilder {
     capabilities: Capabilities,
     prestart: usize,
     warm: Option<WarmOptions>,
+    launch: Launch,
     nice: Option<i32>,
     backend: Option<CustomBackend>,
     sandbox: SandboxSettings,
@@ -125,6 +126,27 @@ impl ExecutorBuilder {
     /// ```
     pub fn prestart(mut self, n: usize) -> Self {
         self.prestart = n;
+        self
+    }
+
+    /// How a fresh worker process is started for each task (not in warm
+    /// mode): [`Launch::Fork`] (the default) forks it from a template worker
+    /// that holds the engine and loaded modules ready, [`Launch::Spawn`]
+    /// starts the worker program anew. Both give each task a process of its
+    /// own with the same sandbox, limits and reports.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncer::Error> {
+    /// use asyncer::{Executor, Launch};
+    /// let exec = Executor::builder().launch(Launch::Spawn).build()?;
+    /// # let _ = exec;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn launch(mut self, launch: Launch) -> Self {
+        self.launch = launch;
         self
     }
 
@@ -490,6 +512,7 @@ impl ExecutorBuilder {
         let mode = PoolMode {
             warm: self.warm,
             prestart: self.prestart,
+            launch: self.launch,
             nice,
             sandbox: self.sandbox,
             max_idle: max_processes,

@@ -69,6 +69,8 @@ mod pool;
 mod retry;
 mod runner;
 mod schedule;
+#[cfg(target_os = "linux")]
+mod template;
 mod trace;
 
 /// Type descriptions of tasks (see [`Module::task_types`]).
@@ -88,7 +90,7 @@ pub use handle::{ProgressWatch, TaskHandle};
 pub use limits::Limits;
 pub use locate::{WORKER_ENV, WORKER_PROGRAM};
 pub use module::Module;
-pub use pool::WarmOptions;
+pub use pool::{Launch, WarmOptions};
 pub use retry::RetryPolicy;
 pub use schedule::TenantSettings;
 pub use serde_json;

@@ -12,8 +12,8 @@ use asyncer_protocol::{
     decode_frame, frame_body_len, FrameError, Reply, Request, SandboxSettings, SandboxStatus,
     WorkerMessage, FRAME_HEADER_LEN,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, Command};
 
 use crate::dispatch::RunContext;
 use crate::Error;
@@ -57,6 +57,8 @@ pub(crate) struct PoolMode {
     pub(crate) warm: Option<WarmOptions>,
     /// Idle workers started ahead of need (fresh-process mode only).
     pub(crate) prestart: usize,
+    /// How other fresh processes are started.
+    pub(crate) launch: Launch,
     /// Scheduling niceness of the workers.
     pub(crate) nice: i32,
     /// The layers of each worker's own sandbox.
@@ -121,6 +123,27 @@ impl Default for WarmOptions {
     }
 }
 
+/// How a fresh worker process (one per task) is started.
+///
+/// # Examples
+/// ```
+/// assert_eq!(asyncer::Launch::default(), asyncer::Launch::Fork);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Launch {
+    /// Forked from a template: one worker process per executor, started
+    /// once, that holds the engine, the WASI linker and the tasks' loaded
+    /// modules and never runs guest code. Each task gets a new child of it
+    /// (a child of the executor's process, as a spawned worker is) that
+    /// serves that one task in its own sandbox and exits. A template that
+    /// dies is replaced. Linux; elsewhere this means [`Launch::Spawn`].
+    #[default]
+    Fork,
+    /// Spawned: the worker program is started anew for each task.
+    Spawn,
+}
+
 /// The worker processes of one executor: spawns them, hands them requests,
 /// keeps idle ones (spawned ahead, or warm), and always reaps them.
 pub(crate) struct Pool {
@@ -137,14 +160,21 @@ pub(crate) struct Pool {
     /// The user, network and IPC namespaces made once for the workers to
     /// join (`None`: each worker makes its own, or none are wanted).
     namespaces: Option<asyncer_worker::SharedNamespaces>,
+    /// The template fresh workers are forked from ([`Launch::Fork`]),
+    /// started with the first task that needs it.
+    #[cfg(target_os = "linux")]
+    template: tokio::sync::Mutex<Option<crate::template::Template>>,
+    /// Set once templates failed: workers are spawned from then on.
+    #[cfg(target_os = "linux")]
+    fork_off: std::sync::atomic::AtomicBool,
 }
 
 /// One live worker process.
 struct Worker {
-    child: Child,
+    process: Process,
     pid: u32,
-    stdin: Option<ChildStdin>,
-    stdout: ChildStdout,
+    stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    stdout: Box<dyn AsyncRead + Send + Unpin>,
     stderr_tail: Arc<std::sync::Mutex<Vec<u8>>>,
     stderr_done: tokio::task::JoinHandle<()>,
     tasks_served: u64,
@@ -198,6 +228,10 @@ impl Pool {
             closed: std::sync::atomic::AtomicBool::new(false),
             refilling: tokio::sync::Mutex::new(()),
             missing_layer_logged: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(target_os = "linux")]
+            template: tokio::sync::Mutex::new(None),
+            #[cfg(target_os = "linux")]
+            fork_off: std::sync::atomic::AtomicBool::new(false),
         });
         pool.refill();
         pool
@@ -210,6 +244,115 @@ impl Pool {
     /// Starts the worker program with `extra` arguments (empty ones
     /// skipped) besides the pool's own.
     fn spawn_with(&self, extra: &[&str]) -> Result<Worker, Error> {
+        let mut child = self
+            .command(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| self.cannot_start(e))?;
+        let pid = child.id().unwrap_or(0);
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        Ok(Worker::new(
+            Process::Spawned(child),
+            pid,
+            (Box::new(stdin), Box::new(stdout)),
+            stderr,
+        ))
+    }
+
+    fn cannot_start(&self, e: std::io::Error) -> Error {
+        Error::SpawnFailed {
+            message: format!("cannot start {}: {e}", self.program.display()),
+        }
+    }
+
+    /// A new worker for `request`: forked from the template
+    /// ([`Launch::Fork`], fresh processes) or spawned. A template that
+    /// cannot serve (the worker program is not one, or this kernel refuses
+    /// what it needs) is given up for the pool's life, with a warning, and
+    /// workers are spawned instead.
+    async fn new_worker(self: &Arc<Self>, request: &Request) -> Result<Worker, Error> {
+        #[cfg(target_os = "linux")]
+        if self.mode.warm.is_none()
+            && self.mode.launch == Launch::Fork
+            && !self.fork_off.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let fork = asyncer_protocol::ForkRequest {
+                artifact: request.artifact.clone(),
+                flavor: request.flavor,
+                max_wasm_stack: request.limits.max_wasm_stack,
+            };
+            let pool = self.clone();
+            // Run to its end even when this task is dropped: a child forked
+            // for it is then killed and reaped, never left behind.
+            let why = match tokio::spawn(async move { pool.fork(&fork).await }).await {
+                Ok(Ok(worker)) => return Ok(worker),
+                Ok(Err(why)) => why,
+                Err(e) => e.to_string(),
+            };
+            if !self
+                .fork_off
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                tracing::warn!(
+                    "cannot fork workers from a template ({why}): spawning each one instead"
+                );
+            }
+        }
+        let _ = request;
+        self.spawn_worker(false)
+    }
+
+    /// A child of the template (started, or replaced when it died or
+    /// failed, here) that will serve one task of `request`'s artifact; or
+    /// why none could be had from two templates in a row.
+    #[cfg(target_os = "linux")]
+    async fn fork(&self, request: &asyncer_protocol::ForkRequest) -> Result<Worker, String> {
+        use crate::template::Template;
+        let mut template = self.template.lock().await;
+        let mut failed = String::new();
+        for _ in 0..2 {
+            if !template.as_mut().is_some_and(Template::is_alive) {
+                if let Some(dead) = template.take() {
+                    tokio::spawn(dead.stop(Duration::ZERO));
+                }
+                let started = Template::start(self.command(&[]))
+                    .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
+                *template = Some(started);
+            }
+            let Some(live) = template.as_ref() else {
+                continue;
+            };
+            match live.fork(request).await {
+                Ok(forked) => {
+                    let pid = forked.process.pid();
+                    return Ok(Worker::new(
+                        Process::Forked(forked.process),
+                        pid,
+                        (Box::new(forked.stdin), Box::new(forked.stdout)),
+                        forked.stderr,
+                    ));
+                }
+                Err(e) => {
+                    tracing::debug!("the template worker failed ({e}); starting another");
+                    if let Some(broken) = template.take() {
+                        tokio::spawn(broken.stop(Duration::ZERO));
+                    }
+                    failed = e.to_string();
+                }
+            }
+        }
+        Err(failed)
+    }
+
+    /// The worker program's command line with `extra` arguments (empty
+    /// ones skipped) besides the pool's own, in the pool's work directory
+    /// with an empty environment.
+    fn command(&self, extra: &[&str]) -> Command {
         let mut command = Command::new(&self.program);
         command
             .arg("--parent-pid")
@@ -226,32 +369,8 @@ impl Pool {
             command.args(namespaces.worker_args(workers as u64));
         }
         command.arg("--nice").arg(self.mode.nice.to_string());
-        let mut child = command
-            .env_clear()
-            .current_dir(&self.work_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::SpawnFailed {
-                message: format!("cannot start {}: {e}", self.program.display()),
-            })?;
-        let pid = child.id().unwrap_or(0);
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let stderr_tail = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stderr_done = tokio::spawn(keep_tail(stderr, stderr_tail.clone(), STDERR_TAIL_BYTES));
-        Ok(Worker {
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take().expect("stdout is piped"),
-            child,
-            pid,
-            stderr_tail,
-            stderr_done,
-            tasks_served: 0,
-            grants: None,
-            _live: crate::measure::LiveWorker::new(),
-        })
+        command.env_clear().current_dir(&self.work_dir);
+        command
     }
 
     /// Starts a worker that applies its sandbox with nothing granted and
@@ -313,7 +432,7 @@ impl Pool {
                 .rposition(|worker| worker.grants.as_ref().is_none_or(|g| g == grants))?;
             let mut worker = idle.remove(at);
             drop(idle);
-            match worker.child.try_wait() {
+            match worker.process.try_wait() {
                 Ok(None) => return Some(worker),
                 // It died while idle: reap it (done by try_wait) and look on.
                 _ => continue,
@@ -403,7 +522,11 @@ impl Pool {
                 pool.refill_locked();
             });
         }
-        let mut worker = match taken.map_or_else(|| self.spawn_worker(false), Ok) {
+        let made = match taken {
+            Some(worker) => Ok(worker),
+            None => self.new_worker(&request).await,
+        };
+        let mut worker = match made {
             Ok(worker) => worker,
             Err(error) => {
                 run.reply = Err(error);
@@ -496,25 +619,91 @@ impl Pool {
         for mut worker in idle {
             let _ = worker.retire().await;
         }
+        #[cfg(target_os = "linux")]
+        if let Some(template) = self.template.lock().await.take() {
+            template.stop(RETIRE_GRACE).await;
+        }
     }
 }
 
+/// A worker process: spawned (tokio's child), or forked by the template (a
+/// child of this process that tokio does not know).
+enum Process {
+    Spawned(Child),
+    #[cfg(target_os = "linux")]
+    Forked(crate::template::Forked),
+}
+
+impl Process {
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            Process::Spawned(child) => child.try_wait(),
+            #[cfg(target_os = "linux")]
+            Process::Forked(forked) => forked.try_wait(),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Process::Spawned(child) => child.wait().await,
+            #[cfg(target_os = "linux")]
+            Process::Forked(forked) => forked.wait().await,
+        }
+    }
+
+    fn start_kill(&mut self) -> std::io::Result<()> {
+        match self {
+            Process::Spawned(child) => child.start_kill(),
+            #[cfg(target_os = "linux")]
+            Process::Forked(forked) => forked.start_kill(),
+        }
+    }
+}
+
+/// A worker's standard input and output, as the pool writes and reads them.
+type Streams = (
+    Box<dyn AsyncWrite + Send + Unpin>,
+    Box<dyn AsyncRead + Send + Unpin>,
+);
+
 impl Worker {
+    /// A worker just started, its stderr's tail kept for crash reports.
+    fn new(
+        process: Process,
+        pid: u32,
+        (stdin, stdout): Streams,
+        stderr: impl AsyncRead + Send + Unpin + 'static,
+    ) -> Worker {
+        let stderr_tail = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr_done = tokio::spawn(keep_tail(stderr, stderr_tail.clone(), STDERR_TAIL_BYTES));
+        Worker {
+            process,
+            pid,
+            stdin: Some(stdin),
+            stdout,
+            stderr_tail,
+            stderr_done,
+            tasks_served: 0,
+            grants: None,
+            _live: crate::measure::LiveWorker::new(),
+        }
+    }
+
     /// Kills and reaps the worker, returning how it ended.
     async fn kill(&mut self) -> Option<String> {
-        let _ = self.child.start_kill();
-        self.child.wait().await.ok().map(describe)
+        let _ = self.process.start_kill();
+        self.process.wait().await.ok().map(describe)
     }
 
     /// Closes its stdin so that it exits, and reaps it (killing it if it does
     /// not exit promptly).
     async fn retire(&mut self) -> std::io::Result<ExitStatus> {
         self.stdin = None;
-        match tokio::time::timeout(RETIRE_GRACE, self.child.wait()).await {
+        match tokio::time::timeout(RETIRE_GRACE, self.process.wait()).await {
             Ok(status) => status,
             Err(_) => {
-                let _ = self.child.start_kill();
-                self.child.wait().await
+                let _ = self.process.start_kill();
+                self.process.wait().await
             }
         }
     }

@@ -338,6 +338,35 @@ pub struct EngineFlavor {
     pub epoch: bool,
 }
 
+/// What the executor asks of a template worker (`asyncer-worker
+/// --template`, see the worker crate): fork one child for one task. Sent
+/// as one frame ([`encode_frame`]) in one message on the template's
+/// control socket, with the child's standard input, output and error
+/// attached (`SCM_RIGHTS`); the template loads `artifact` (once) before it
+/// forks, so that the child finds it loaded, and answers with the child's
+/// process id as four little-endian bytes (negative: an errno).
+///
+/// # Examples
+/// ```
+/// use asyncer_protocol::{decode_frame, encode_frame, ForkRequest};
+/// let request = ForkRequest {
+///     artifact: "/cache/m.cwasm".into(),
+///     flavor: Default::default(),
+///     max_wasm_stack: None,
+/// };
+/// let back: ForkRequest = decode_frame(&encode_frame(&request).unwrap()).unwrap();
+/// assert_eq!(back, request);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkRequest {
+    /// The task's precompiled artifact.
+    pub artifact: String,
+    /// The flavor it was compiled with.
+    pub flavor: EngineFlavor,
+    /// The task's wasm stack limit ([`Limits::max_wasm_stack`]).
+    pub max_wasm_stack: Option<u64>,
+}
+
 /// Limits a worker enforces on one task.
 ///
 /// # Examples

@@ -26,6 +26,8 @@ mod run;
 mod sandbox;
 #[cfg(target_os = "linux")]
 mod seccomp;
+#[cfg(target_os = "linux")]
+mod template;
 
 use asyncer_protocol::EngineFlavor;
 use wasmtime::{Config, Engine, WasmBacktraceDetails};

@@ -456,7 +456,7 @@ type Prepared = (Module, Option<InstancePre<StoreState>>);
 
 /// Engines, linkers and loaded modules a worker keeps between the tasks it
 /// serves (one in the default mode, many in warm mode), and its sandbox.
-struct WorkerCache {
+pub(crate) struct WorkerCache {
     /// By flavor, wasm stack and whether the engine pools its instances.
     /// The linker is shared, not cloned per task: a clone copies every WASI
     /// definition (a measurable share of a warm task).
@@ -477,7 +477,7 @@ struct WorkerCache {
 const MAX_CACHED_MODULES: usize = 16;
 
 impl WorkerCache {
-    fn new(sandbox: Sandbox, warm: bool) -> Self {
+    pub(crate) fn new(sandbox: Sandbox, warm: bool) -> Self {
         WorkerCache {
             engines: HashMap::new(),
             modules: HashMap::new(),
@@ -506,7 +506,7 @@ impl WorkerCache {
             .map_err(|message| Failure::new(ErrorKind::InvalidConfig, message))
     }
 
-    fn engine(
+    pub(crate) fn engine(
         &mut self,
         flavor: EngineFlavor,
         stack: usize,
@@ -539,18 +539,18 @@ impl WorkerCache {
         &mut self,
         engine: &Engine,
         linker: &Linker<StoreState>,
-        request: &Request,
+        (artifact, flavor): (&str, EngineFlavor),
         stack: usize,
         pooled: bool,
     ) -> Result<Prepared, Failure> {
-        let key = (request.artifact.clone(), request.flavor, stack, pooled);
+        let key = (artifact.to_string(), flavor, stack, pooled);
         if let Some(module) = self.modules.get(&key) {
             return Ok(module.clone());
         }
-        let module = crate::artifact::open(engine, Path::new(&request.artifact)).map_err(|e| {
+        let module = crate::artifact::open(engine, Path::new(artifact)).map_err(|e| {
             Failure::new(
                 ErrorKind::CacheFailed,
-                format!("cannot load artifact {}: {e:#}", request.artifact),
+                format!("cannot load artifact {artifact}: {e:#}"),
             )
         })?;
         let pre = linker.instantiate_pre(&module).ok();
@@ -562,33 +562,40 @@ impl WorkerCache {
     }
 
     /// The engine, linker and module (with its imports resolved) for
-    /// `request`, each made once.
-    fn load(
+    /// `artifact` of `flavor`, each made once.
+    pub(crate) fn load(
         &mut self,
-        request: &Request,
+        artifact: (&str, EngineFlavor),
         stack: usize,
         pooled: bool,
     ) -> Result<(Prepared, Engine, Arc<Linker<StoreState>>), Failure> {
-        let (engine, linker) = self.engine(request.flavor, stack, pooled)?;
-        let module = self.module(&engine, &linker, request, stack, pooled)?;
+        let (engine, linker) = self.engine(artifact.1, stack, pooled)?;
+        let module = self.module(&engine, &linker, artifact, stack, pooled)?;
         Ok((module, engine, linker))
+    }
+
+    /// The worker's sandbox.
+    pub(crate) fn sandbox_mut(&mut self) -> &mut Sandbox {
+        &mut self.sandbox
+    }
+
+    /// Opens `/proc/self/statm` again (a forked child: the template's copy
+    /// names the template).
+    pub(crate) fn reopen_statm(&mut self) {
+        self.statm = std::fs::File::open("/proc/self/statm").ok();
     }
 
     /// Loads the request's precompiled artifact (once) and runs its task.
     async fn run(&mut self, request: &Request, sink: &GuestSink, before_task: fn(&str)) -> Reply {
-        let stack = request
-            .limits
-            .max_wasm_stack
-            .map_or(crate::MAX_WASM_STACK, |s| {
-                usize::try_from(s).unwrap_or(usize::MAX)
-            });
+        let stack = wasm_stack(request.limits.max_wasm_stack);
+        let artifact = (request.artifact.as_str(), request.flavor);
         // Warm: pooled instances, unless the module does not fit the pool
         // (its load says so) and then on demand.
         let pooled = self.warm && !self.unpooled.contains(&request.artifact);
-        let loaded = match self.load(request, stack, pooled) {
+        let loaded = match self.load(artifact, stack, pooled) {
             Err(_) if pooled => {
                 self.unpooled.insert(request.artifact.clone());
-                self.load(request, stack, false)
+                self.load(artifact, stack, false)
             }
             loaded => loaded,
         };
@@ -660,7 +667,9 @@ fn next_request(stdin: &mut impl BufRead) -> Result<Option<Request>, FrameError>
 /// executor made once ([`SharedNamespaces`](crate::SharedNamespaces)) instead
 /// of making new ones; `--make-namespaces` makes them for the executor;
 /// `--probe-sandbox` locks down with nothing granted, replies with how each
-/// layer stands, and exits.
+/// layer stands, and exits. `--template` (Linux) makes the worker a
+/// template: with a control socket as its stdin, it forks one child per
+/// task, each serving exactly one request (see `template.rs`).
 ///
 /// Exit code 0 when stdin was closed between requests, 2 for an unknown
 /// sandbox layer, 3 when a request could not be read, 4 when a reply could
@@ -730,10 +739,32 @@ pub fn serve_stdio_with_hook(before_task: fn(&str)) -> ExitCode {
         Sandbox::hold_new_namespaces();
         return ExitCode::SUCCESS;
     }
+    #[cfg(target_os = "linux")]
+    if has("--template") {
+        return ExitCode::from(crate::template::serve(settings, &args, before_task));
+    }
     let sandbox = Sandbox::enter(settings, &args);
     if has("--probe-sandbox") {
         return probe_sandbox(sandbox);
     }
+    let mut cache = WorkerCache::new(sandbox, has("--warm"));
+    if has("--prewarm") {
+        let pooled = cache.warm;
+        let _ = cache.engine(EngineFlavor::default(), crate::MAX_WASM_STACK, pooled);
+    }
+    ExitCode::from(serve_requests(&mut cache, before_task, false))
+}
+
+/// The largest wasm stack for a task's `max_wasm_stack` limit.
+pub(crate) fn wasm_stack(limit: Option<u64>) -> usize {
+    limit.map_or(crate::MAX_WASM_STACK, |s| {
+        usize::try_from(s).unwrap_or(usize::MAX)
+    })
+}
+
+/// Serves requests from stdin with `cache` until stdin is closed (`once`:
+/// after the first reply); the exit code (see [`serve_stdio`]).
+pub(crate) fn serve_requests(cache: &mut WorkerCache, before_task: fn(&str), once: bool) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         // WASI's file operations: few threads (the sandbox caps them).
@@ -743,14 +774,9 @@ pub fn serve_stdio_with_hook(before_task: fn(&str)) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("asyncer-worker: cannot start runtime: {e}");
-            return ExitCode::from(4);
+            return 4;
         }
     };
-    let mut cache = WorkerCache::new(sandbox, has("--warm"));
-    if has("--prewarm") {
-        let pooled = cache.warm;
-        let _ = cache.engine(EngineFlavor::default(), crate::MAX_WASM_STACK, pooled);
-    }
     let mut stdin = std::io::stdin().lock();
     // Frames are written whole by one thread (the guest's host calls run on
     // it too), so they never interleave. A failed write means the host is
@@ -764,10 +790,10 @@ pub fn serve_stdio_with_hook(before_task: fn(&str)) -> ExitCode {
     loop {
         let request = match next_request(&mut stdin) {
             Ok(Some(request)) => request,
-            Ok(None) => return ExitCode::SUCCESS,
+            Ok(None) => return 0,
             Err(e) => {
                 eprintln!("asyncer-worker: cannot read request: {e}");
-                return ExitCode::from(3);
+                return 3;
             }
         };
         let reply = runtime.block_on(cache.run(&request, &sink, before_task));
@@ -776,7 +802,10 @@ pub fn serve_stdio_with_hook(before_task: fn(&str)) -> ExitCode {
             .and_then(|()| Ok(stdout.flush()?))
         {
             eprintln!("asyncer-worker: cannot write reply: {e}");
-            return ExitCode::from(4);
+            return 4;
+        }
+        if once {
+            return 0;
         }
     }
 }

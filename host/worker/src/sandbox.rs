@@ -249,6 +249,66 @@ impl Sandbox {
         }
     }
 
+    /// A template worker's sandbox (see `template.rs`): the user, network
+    /// and IPC namespaces, as [`Sandbox::enter`] enters them, but no PID
+    /// namespace and no seccomp allow-list: each child the template forks
+    /// gets a PID namespace of its own from the fork, and installs the
+    /// allow-list itself ([`Sandbox::enter_forked_child`]).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn enter_template(settings: SandboxSettings, args: &[String]) -> Sandbox {
+        let mut status = SandboxStatus::default();
+        let mut max_tasks = None;
+        if settings.wants(SandboxLayer::Namespaces) {
+            let (state, user) = os::enter_shared_namespaces(Join::from_args(args).as_ref(), 0);
+            status.set(SandboxLayer::Namespaces, state);
+            // Every child shares the template's user namespace, also one
+            // the template made: the bound covers all of them.
+            let all = args
+                .iter()
+                .position(|arg| arg == "--max-tasks")
+                .and_then(|at| args.get(at + 1)?.parse::<u64>().ok());
+            max_tasks = user.map(|own| all.map_or(own, |all| all.max(own)));
+        }
+        Sandbox {
+            settings,
+            status,
+            locked: None,
+            max_tasks,
+        }
+    }
+
+    /// The sandbox of a child a template forked (first thing in it, while
+    /// it has one thread): `pid_namespace` says whether the fork gave it a
+    /// PID namespace of its own (it is then PID 1 there); then the seccomp
+    /// allow-list, compiled once by the template, is installed.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn enter_forked_child(
+        &mut self,
+        pid_namespace: Result<(), String>,
+        seccomp: &Result<Vec<seccompiler::BpfProgram>, String>,
+    ) {
+        if self.status.get(SandboxLayer::Namespaces).is_active() {
+            if let Err(why) = pid_namespace {
+                self.status.set(
+                    SandboxLayer::Namespaces,
+                    asyncer_protocol::LayerState::Partial(format!("no PID namespace: {why}")),
+                );
+            }
+        }
+        if self.settings.wants(SandboxLayer::Seccomp) {
+            crate::seccomp::install_violation_handler();
+            let state = match seccomp
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|programs| crate::seccomp::apply(programs))
+            {
+                Ok(()) => asyncer_protocol::LayerState::Active,
+                Err(e) => asyncer_protocol::LayerState::Unavailable(e),
+            };
+            self.status.set(SandboxLayer::Seccomp, state);
+        }
+    }
+
     /// `--make-namespaces` (see [`SharedNamespaces::make`]): makes the
     /// namespaces, says so, and returns once the executor has opened them.
     pub fn hold_new_namespaces() {
@@ -337,19 +397,9 @@ mod os {
     /// `join` and a PID namespace of its own; and the bound on threads and
     /// processes for `RLIMIT_NPROC` when the user namespace is not the host's.
     pub(super) fn enter_namespaces(join: Option<&super::Join>) -> (LayerState, Option<u64>) {
-        let joined = join.map(|join| (join_shared(&join.paths), join.max_tasks));
-        let (entered, max_tasks) = match joined {
-            Some((Ok(user), max_tasks)) => {
-                // SAFETY: unshare takes flags only (one thread, as required).
-                #[allow(unsafe_code)]
-                let pid = unsafe { libc::unshare(libc::CLONE_NEWPID) == 0 };
-                (pid, user.then_some(max_tasks))
-            }
-            _ => make_namespaces(),
-        };
-        if !entered {
-            let why = format!("unprivileged namespaces are not allowed here: {}", errno());
-            return (LayerState::Unavailable(why), None);
+        let (state, max_tasks) = enter_shared_namespaces(join, libc::CLONE_NEWPID);
+        if !state.is_active() {
+            return (state, max_tasks);
         }
         let state = match fork_into_pid_namespace() {
             Ok(()) => LayerState::Active,
@@ -358,11 +408,37 @@ mod os {
         (state, max_tasks)
     }
 
-    /// New user (when allowed), network, IPC and PID namespaces of the
-    /// process's own; and the bound on threads for a user namespace of its
-    /// own.
-    fn make_namespaces() -> (bool, Option<u64>) {
-        let flags = libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
+    /// The user, network and IPC namespaces of `join`, or new ones; and
+    /// `pid` (`CLONE_NEWPID`, or 0) unshared with them: the next child is
+    /// PID 1 of a new PID namespace. Active, or why none were entered; and
+    /// the bound on threads and processes when the user namespace is not the
+    /// host's.
+    pub(super) fn enter_shared_namespaces(
+        join: Option<&super::Join>,
+        pid: libc::c_int,
+    ) -> (LayerState, Option<u64>) {
+        let joined = join.map(|join| (join_shared(&join.paths), join.max_tasks));
+        let (entered, max_tasks) = match joined {
+            Some((Ok(user), max_tasks)) => {
+                // SAFETY: unshare takes flags only (one thread, as required).
+                #[allow(unsafe_code)]
+                let pid = pid == 0 || unsafe { libc::unshare(pid) == 0 };
+                (pid, user.then_some(max_tasks))
+            }
+            _ => make_namespaces(pid),
+        };
+        if !entered {
+            let why = format!("unprivileged namespaces are not allowed here: {}", errno());
+            return (LayerState::Unavailable(why), None);
+        }
+        (LayerState::Active, max_tasks)
+    }
+
+    /// New user (when allowed), network and IPC namespaces of the process's
+    /// own, and `pid` (`CLONE_NEWPID` or 0); and the bound on threads for a
+    /// user namespace of its own.
+    fn make_namespaces(pid: libc::c_int) -> (bool, Option<u64>) {
+        let flags = libc::CLONE_NEWNET | libc::CLONE_NEWIPC | pid;
         // SAFETY: unshare takes flags only. The process has one thread
         // (required for CLONE_NEWUSER), as `Sandbox::enter` demands.
         #[allow(unsafe_code)]

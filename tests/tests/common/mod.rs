@@ -66,8 +66,42 @@ pub fn children() -> Vec<u32> {
     children_of(std::process::id())
 }
 
-/// Live child processes of `me`, zombies included.
+/// Live child processes of `me`, zombies included, other than template
+/// workers (see [`templates`]): the processes that run tasks.
 pub fn children_of(me: u32) -> Vec<u32> {
+    every_child_of(me)
+        .into_iter()
+        .filter(|pid| !is_template(*pid))
+        .collect()
+}
+
+/// This process's template workers (fresh workers are forked from them).
+pub fn templates() -> Vec<u32> {
+    every_child_of(std::process::id())
+        .into_iter()
+        .filter(|pid| is_template(*pid))
+        .collect()
+}
+
+/// Whether `pid` is a template worker: started with `--template`, and not
+/// one of the children forked from it (which share its command line, and
+/// name themselves `asyncer-worker` first thing).
+pub fn is_template(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let templated = cmdline.split(|b| *b == 0).any(|arg| arg == b"--template");
+    templated && process_name(pid).as_deref() != Some("asyncer-worker")
+}
+
+/// A process's name (`comm`), if it still exists.
+pub fn process_name(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    Some(stat.get(open + 1..close)?.to_string())
+}
+
+/// Live child processes of `me`, zombies and templates included.
+pub fn every_child_of(me: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;
@@ -101,6 +135,7 @@ pub fn children_of(me: u32) -> Vec<u32> {
 
 /// Waits up to a few seconds for this process to have no children left
 /// (neither running nor zombie), and says which remain otherwise.
+/// A template lives as long as its executor; see [`templates`].
 pub async fn assert_no_children_left() {
     for _ in 0..100 {
         if children().is_empty() {
