@@ -365,14 +365,16 @@ async fn forked_workers_start_clean_from_a_template_that_runs_no_task() {
         .iter()
         .all(|e| e.exit_status.as_deref() == Some("exit code 0")));
     // One template served them all; it holds no task's pipes (nothing a task
-    // had open can reach the next one through it): its control socket, two
-    // /dev/null, the artifacts it loaded and its `/proc/self/statm`.
+    // had open can reach the next one through it): its control socket,
+    // /dev/null, the pipe of its own stderr, the artifacts it loaded and its
+    // `/proc/self/statm`.
     let templates = common::templates();
     assert_eq!(templates.len(), 1, "{templates:?}");
     for (fd, target) in open_fds(templates[0]) {
         match fd {
             0 => assert!(target.starts_with("socket:"), "fd 0 -> {target}"),
-            1 | 2 => assert_eq!(target, "/dev/null"),
+            1 => assert_eq!(target, "/dev/null"),
+            2 => assert!(target.starts_with("pipe:"), "fd 2 -> {target}"),
             _ => assert!(
                 target.ends_with(".cwasm") || target.ends_with("/statm"),
                 "fd {fd} -> {target}"

@@ -323,21 +323,33 @@ async fn live_worker_sandbox(launch: asyncer::Launch) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbidden_system_call_ends_in_worker_crashed_naming_it() {
+    for launch in [asyncer::Launch::Spawn, asyncer::Launch::Fork] {
+        forbidden_calls(launch).await;
+    }
+}
+
+async fn forbidden_calls(launch: asyncer::Launch) {
     let exec = Executor::builder()
         .max_processes(1)
         .worker_program(ESCAPING_WORKER)
+        .launch(launch)
         .build()
         .unwrap();
     let module = faults(&exec).await;
-    // The hook plays the escape on `trap` (socket) and `exit` (execve).
-    for (task, name) in [("trap", "`socket`"), ("exit", "`execve`")] {
+    // The hook plays the escape on `trap` (socket), `exit` (execve) and
+    // `spin` (clone, with the flags a template forks with).
+    for (task, name) in [
+        ("trap", "`socket`"),
+        ("exit", "`execve`"),
+        ("spin", "`clone`"),
+    ] {
         let err = exec
             .submit::<_, u64>(&module, task, &())
             .unwrap()
             .await
             .unwrap_err();
         let Error::WorkerCrashed { status, .. } = &err else {
-            panic!("{task}: {err}")
+            panic!("{launch:?} {task}: {err}")
         };
         assert!(status.contains("SIGSYS"), "{status}");
         assert!(status.contains("sandbox violation"), "{status}");

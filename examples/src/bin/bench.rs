@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod local_cluster;
 
 use anyhow::{Context, Result};
-use asyncer::{Executor, Limits, Module, SandboxLayer, SandboxSettings, WarmOptions};
+use asyncer::{Executor, Launch, Limits, Module, SandboxLayer, SandboxSettings, WarmOptions};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -188,7 +188,14 @@ fn rss_bytes() -> u64 {
 }
 
 fn executor(max: usize, prestart: usize, warm: bool) -> Result<Executor> {
-    let mut builder = Executor::builder().max_processes(max).prestart(prestart);
+    launched(max, prestart, warm, Launch::Fork)
+}
+
+fn launched(max: usize, prestart: usize, warm: bool, launch: Launch) -> Result<Executor> {
+    let mut builder = Executor::builder()
+        .max_processes(max)
+        .prestart(prestart)
+        .launch(launch);
     if warm {
         builder = builder.warm(WarmOptions::default());
     }
@@ -221,16 +228,27 @@ async fn noop_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             ratio: "-".into(),
         });
     }
-    for (label, prestart, warm) in [
-        ("fresh process per task", 0, false),
-        ("fresh process per task, 2 spawned ahead", 2, false),
-        ("warm mode", 0, true),
+    for (label, prestart, warm, launch) in [
+        (
+            "fresh process per task, forked from a template",
+            0,
+            false,
+            Launch::Fork,
+        ),
+        ("fresh process per task, spawned", 0, false, Launch::Spawn),
+        (
+            "fresh process per task, 2 spawned ahead",
+            2,
+            false,
+            Launch::Spawn,
+        ),
+        ("warm mode", 0, true, Launch::Fork),
     ] {
         let mut p50s = Vec::new();
         let mut p99s = Vec::new();
         let mut tputs = Vec::new();
         for _ in 0..args.runs {
-            let exec = executor(2, prestart, warm)?;
+            let exec = launched(2, prestart, warm, launch)?;
             let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
             // One task first, so that start-up is not in the figures.
             exec.submit::<_, ()>(&module, "noop", &())?.await?;
@@ -248,11 +266,12 @@ async fn noop_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         let (p50, p99, tput) = (median(p50s), median(p99s), median(tputs));
         let (baseline, ratio) = match python {
             Some((py_p50, _, py_tput)) => (
-                format!("Python: {py_p50:.2} ms, {py_tput:.0}/s"),
+                format!("Python: {py_p50:.2} ms, {py_tput:.0}/s; /bin/true: {floor_p50:.2} ms"),
                 format!(
-                    "{:.1}x faster, {:.1}x the throughput",
+                    "{:.1}x faster, {:.1}x the throughput; p50 {:.2}x the spawn floor",
                     py_p50 / p50,
-                    tput / py_tput
+                    tput / py_tput,
+                    p50 / floor_p50
                 ),
             ),
             None => (

@@ -54,13 +54,27 @@ impl Template {
             None,
         )?;
         rustix::io::ioctl_fionbio(&ours, true)?;
-        let process = command
+        let mut process = command
             .arg("--template")
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
+        // What the template says (only when something is wrong: a
+        // forbidden call, an unreadable request) goes to the log.
+        if let Some(stderr) = process.stderr.take() {
+            let pid = process.id().unwrap_or(0);
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if !line.is_empty() {
+                        tracing::warn!("template worker {pid}: {line}");
+                    }
+                }
+            });
+        }
         Ok(Template {
             process,
             control: register(ours)?,

@@ -279,8 +279,9 @@ impl Sandbox {
 
     /// The sandbox of a child a template forked (first thing in it, while
     /// it has one thread): `pid_namespace` says whether the fork gave it a
-    /// PID namespace of its own (it is then PID 1 there); then the seccomp
-    /// allow-list, compiled once by the template, is installed.
+    /// PID namespace of its own (it is then PID 1 there); then `seccomp`,
+    /// the child's filter on top of the template's allow-list (or why the
+    /// template has none), is installed.
     #[cfg(target_os = "linux")]
     pub(crate) fn enter_forked_child(
         &mut self,

@@ -296,24 +296,98 @@ const REAPER_ALLOWED: &[(libc::c_long, &str)] = syscalls![
 /// so that the C library starts threads with `clone` instead. A call both
 /// filters allow runs; the kernel takes the stricter answer.
 pub(crate) fn allow_list() -> Result<Vec<BpfProgram>, String> {
+    lists(false)
+}
+
+/// What a template worker calls besides the worker's list (see
+/// [`template_allow_list`]).
+const TEMPLATE_ALLOWED: &[(libc::c_long, &str)] = syscalls![SYS_recvmsg, SYS_sendto, SYS_seccomp];
+
+/// The `clone` flags a template forks with (with and without a new PID
+/// namespace).
+const TEMPLATE_CLONE_FLAGS: [libc::c_int; 2] = [
+    libc::CLONE_PARENT | libc::SIGCHLD | libc::CLONE_NEWPID,
+    libc::CLONE_PARENT | libc::SIGCHLD,
+];
+
+/// A template worker's allow-list (see `template.rs`), installed once in
+/// the template and inherited by every child it forks: the worker's list
+/// and what the template does besides, receive fork requests (`recvmsg`)
+/// and answer them (`sendto`), fork (`clone` with exactly the template's
+/// flags), and what its children do before they add [`child_filter`]: set
+/// their parent-death signal (`prctl(PR_SET_PDEATHSIG)`) and add the filter
+/// (`seccomp`). `tgkill` may also name PID 1 (a child in its own PID
+/// namespace signalling itself). Compiling and loading a filter of the
+/// whole list costs a fresh process about a fifth of a no-op task; a child
+/// only adds the small one.
+pub(crate) fn template_allow_list() -> Result<Vec<BpfProgram>, String> {
+    lists(true)
+}
+
+/// What a template's child adds to the template's list before any task
+/// code runs: the template's extra calls trap again (`clone` but for
+/// threads, `recvmsg`, `sendto`, `seccomp`, `prctl(PR_SET_PDEATHSIG)`), so
+/// that the two filters together allow exactly the worker's list.
+pub(crate) fn child_filter() -> Result<BpfProgram, String> {
+    let not_a_thread = condition(0, SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64), 0)?;
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = [
+        (libc::SYS_clone, not_a_thread),
+        (libc::SYS_recvmsg, Vec::new()),
+        (libc::SYS_sendto, Vec::new()),
+        (libc::SYS_seccomp, Vec::new()),
+        (
+            libc::SYS_prctl,
+            condition(0, SeccompCmpOp::Eq, libc::PR_SET_PDEATHSIG as u64)?,
+        ),
+    ]
+    .into();
+    compile(
+        SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Trap,
+            target_arch()?,
+        )
+        .map_err(|e| e.to_string())?,
+    )
+}
+
+/// The worker's lists, or (`template`) a template's.
+fn lists(template: bool) -> Result<Vec<BpfProgram>, String> {
     let arch = target_arch()?;
-    let threads_only = condition(
+    let mut clone = condition(
         0,
         SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
         libc::CLONE_THREAD as u64,
     )?;
-    let prctl = [
-        condition(0, SeccompCmpOp::Eq, libc::PR_SET_NAME as u64)?,
-        condition(0, SeccompCmpOp::Eq, libc::PR_SET_NO_NEW_PRIVS as u64)?,
-    ]
-    .concat();
+    let mut prctl_options = vec![libc::PR_SET_NAME, libc::PR_SET_NO_NEW_PRIVS];
+    let mut signalled = vec![u64::from(std::process::id())];
+    let extra: &[(libc::c_long, &str)] = if template {
+        for flags in TEMPLATE_CLONE_FLAGS {
+            clone.extend(condition(0, SeccompCmpOp::Eq, flags as u64)?);
+        }
+        prctl_options.push(libc::PR_SET_PDEATHSIG);
+        signalled.push(1);
+        TEMPLATE_ALLOWED
+    } else {
+        &[]
+    };
+    let mut prctl = Vec::new();
+    for option in prctl_options {
+        prctl.extend(condition(0, SeccompCmpOp::Eq, option as u64)?);
+    }
+    let mut tgkill = Vec::new();
+    for pid in signalled {
+        tgkill.extend(condition(0, SeccompCmpOp::Eq, pid)?);
+    }
     let list = filter(
-        ALLOWED.iter().chain(ALLOWED_X86_64),
+        ALLOWED.iter().chain(ALLOWED_X86_64).chain(extra),
         [
-            (libc::SYS_clone, threads_only),
+            (libc::SYS_clone, clone),
             (libc::SYS_prctl, prctl),
             (libc::SYS_prlimit64, condition(0, SeccompCmpOp::Eq, 0)?),
             (libc::SYS_clone3, Vec::new()),
+            (libc::SYS_tgkill, tgkill),
         ],
     )?;
     let no_clone3 = SeccompFilter::new(
@@ -352,8 +426,9 @@ pub(crate) fn reaper_allow_list() -> Result<Vec<BpfProgram>, String> {
 }
 
 /// A BPF program allowing `allowed`, the calls in `conditional` when their
-/// rules hold, and `tgkill` towards this process only (`abort` signals
-/// itself); any other call traps (SIGSYS, see [`install_violation_handler`]).
+/// rules hold, and (unless `conditional` says otherwise) `tgkill` towards
+/// this process only (`abort` signals itself); any other call traps
+/// (SIGSYS, see [`install_violation_handler`]).
 fn filter<'a>(
     allowed: impl Iterator<Item = &'a (libc::c_long, &'static str)>,
     conditional: impl IntoIterator<Item = (libc::c_long, Vec<SeccompRule>)>,

@@ -43,9 +43,19 @@ pub(crate) fn serve(settings: SandboxSettings, args: &[String], before_task: fn(
     // the others (as a spawned worker gets all four, or none).
     let new_pid_namespace = settings.wants(SandboxLayer::Namespaces)
         && sandbox.status().get(SandboxLayer::Namespaces).is_active();
-    let seccomp = crate::seccomp::allow_list();
     let mut cache = WorkerCache::new(sandbox, false);
     let _ = cache.engine(Default::default(), crate::MAX_WASM_STACK, false);
+    // The allow-list is loaded here, once, and inherited by every child,
+    // which only adds a small filter of its own (see `seccomp.rs`).
+    let seccomp = if settings.wants(SandboxLayer::Seccomp) {
+        crate::seccomp::install_violation_handler();
+        crate::seccomp::template_allow_list()
+            .and_then(|programs| crate::seccomp::apply(&programs))
+            .and_then(|()| crate::seccomp::child_filter())
+            .map(|child| vec![child])
+    } else {
+        Ok(Vec::new())
+    };
     let control = std::io::stdin();
     let mut buffer = vec![0u8; MAX_REQUEST_BYTES];
     loop {
@@ -191,7 +201,7 @@ fn child(
             libc::_exit(5);
         }
         for (fd, to) in fds.iter().zip(0..) {
-            if libc::dup2(fd.as_raw_fd(), to) != to {
+            if libc::dup3(fd.as_raw_fd(), to, 0) != to {
                 libc::_exit(5);
             }
         }
