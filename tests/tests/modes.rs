@@ -201,13 +201,27 @@ async fn warm_mode_keeps_at_most_max_processes_alive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_ahead_workers_wait_idle_and_each_serves_one_task() {
     let _one = ONE_AT_A_TIME.lock().await;
+    for launch in [Launch::Spawn, Launch::Fork] {
+        started_ahead(launch).await;
+    }
+}
+
+async fn started_ahead(launch: Launch) {
     let exec = Executor::builder()
         .max_processes(2)
         .worker_program(WORKER)
         .prestart(2)
+        .launch(launch)
         .build()
         .unwrap();
-    assert_eq!(children().len(), 2, "two idle workers wait");
+    // Spawned at once; forked on the runtime, moments later.
+    for _ in 0..200 {
+        if children().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(children().len(), 2, "{launch:?}: two idle workers wait");
     let module = faults(&exec).await;
     let mut events = exec.events();
     for i in 0..6u64 {

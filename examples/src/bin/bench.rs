@@ -235,6 +235,12 @@ async fn noop_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             false,
             Launch::Fork,
         ),
+        (
+            "fresh process per task, forked, 2 forked ahead",
+            2,
+            false,
+            Launch::Fork,
+        ),
         ("fresh process per task, spawned", 0, false, Launch::Spawn),
         (
             "fresh process per task, 2 spawned ahead",

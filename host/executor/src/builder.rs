@@ -111,7 +111,9 @@ impl ExecutorBuilder {
 
     /// Keeps `n` idle worker processes started ahead of need (engine made,
     /// waiting for a request), so that process start-up is off a task's
-    /// critical path. Each still serves exactly one task and exits. These
+    /// critical path: forked from the template ([`Launch::Fork`], with the
+    /// last task's module loaded) or spawned ([`Launch::Spawn`]). Each
+    /// still serves exactly one task and exits. These
     /// idle workers use no CPU and are not counted in `max_processes`, which
     /// bounds the workers running tasks. Default 0. Ignored in warm mode.
     ///

@@ -167,6 +167,9 @@ pub(crate) struct Pool {
     /// Set once templates failed: workers are spawned from then on.
     #[cfg(target_os = "linux")]
     fork_off: std::sync::atomic::AtomicBool,
+    /// The artifact of the last task, for children forked ahead.
+    #[cfg(target_os = "linux")]
+    last_artifact: std::sync::Mutex<asyncer_protocol::ForkRequest>,
 }
 
 /// One live worker process.
@@ -232,6 +235,12 @@ impl Pool {
             template: tokio::sync::Mutex::new(None),
             #[cfg(target_os = "linux")]
             fork_off: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(target_os = "linux")]
+            last_artifact: std::sync::Mutex::new(asyncer_protocol::ForkRequest {
+                artifact: String::new(),
+                flavor: Default::default(),
+                max_wasm_stack: None,
+            }),
         });
         pool.refill();
         pool
@@ -277,10 +286,7 @@ impl Pool {
     /// workers are spawned instead.
     async fn new_worker(self: &Arc<Self>, request: &Request) -> Result<Worker, Error> {
         #[cfg(target_os = "linux")]
-        if self.mode.warm.is_none()
-            && self.mode.launch == Launch::Fork
-            && !self.fork_off.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.forks() {
             let fork = asyncer_protocol::ForkRequest {
                 artifact: request.artifact.clone(),
                 flavor: request.flavor,
@@ -392,18 +398,67 @@ impl Pool {
     }
 
     /// Starts idle workers until `prestart` are waiting (fresh-process mode).
-    fn refill(&self) {
+    fn refill(self: &Arc<Self>) {
         if self.mode.warm.is_some() || self.mode.prestart == 0 {
+            return;
+        }
+        if self.forks() {
+            // Forked ahead on the runtime (when the pool is built in one).
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let pool = self.clone();
+                runtime.spawn(async move {
+                    let _refilling = pool.refilling.lock().await;
+                    pool.refill_locked().await;
+                });
+            }
             return;
         }
         // Nobody else can hold it while the pool is being built.
         let Ok(_refilling) = self.refilling.try_lock() else {
             return;
         };
-        self.refill_locked();
+        self.spawn_ahead();
     }
 
-    fn refill_locked(&self) {
+    /// Whether fresh workers are forked from the template.
+    fn forks(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.mode.warm.is_none()
+                && self.mode.launch == Launch::Fork
+                && !self.fork_off.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
+    /// Starts idle workers until `prestart` are waiting: forked from the
+    /// template (a child forked for the last task's artifact, which the
+    /// template then holds loaded), or spawned.
+    async fn refill_locked(&self) {
+        #[cfg(target_os = "linux")]
+        if self.forks() {
+            loop {
+                let idle = self.idle.lock().expect("idle poisoned").len();
+                if idle >= self.mode.prestart
+                    || self.closed.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    return;
+                }
+                let hint = self.last_artifact.lock().expect("hint poisoned").clone();
+                match self.fork(&hint).await {
+                    Ok(worker) => self.idle.lock().expect("idle poisoned").push(worker),
+                    Err(e) => {
+                        tracing::warn!("cannot fork a worker ahead of time: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+        self.spawn_ahead();
+    }
+
+    fn spawn_ahead(&self) {
         let missing = self
             .mode
             .prestart
@@ -514,12 +569,23 @@ impl Pool {
         };
         let warm = self.mode.warm;
         let grants = grants(&request);
+        #[cfg(target_os = "linux")]
+        if self.mode.prestart > 0 && self.forks() {
+            let mut last = self.last_artifact.lock().expect("hint poisoned");
+            if last.artifact != request.artifact {
+                *last = asyncer_protocol::ForkRequest {
+                    artifact: request.artifact.clone(),
+                    flavor: request.flavor,
+                    max_wasm_stack: request.limits.max_wasm_stack,
+                };
+            }
+        }
         let taken = self.take_idle(&grants);
         if taken.is_some() && warm.is_none() {
             let pool = self.clone();
             tokio::spawn(async move {
                 let _refilling = pool.refilling.lock().await;
-                pool.refill_locked();
+                pool.refill_locked().await;
             });
         }
         let made = match taken {

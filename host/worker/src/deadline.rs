@@ -1,9 +1,12 @@
 //! Epoch deadlines: one thread per process increments an engine's epoch when
 //! a task's timeout passes, so that the guest's deadline callback runs.
 //!
-//! The thread is started once, before a worker locks itself down (a locked
-//! worker may start no thread), and locks itself down with the worker
-//! ([`run_on_ticker`]): Landlock applies to one thread at a time.
+//! The thread is started by the first deadline armed, which comes after the
+//! worker locked itself down: it inherits the worker's Landlock domain and
+//! seccomp filter, and a task without a timeout (most fresh processes)
+//! never starts it. Should it exist before a lock-down, it is locked down
+//! with the worker ([`run_on_ticker`]): Landlock applies to one thread at a
+//! time.
 
 use std::collections::BTreeMap;
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -87,9 +90,9 @@ fn tick(commands: &mpsc::Receiver<Command>) {
     }
 }
 
-/// Starts the ticker thread now (before a lock-down forbids new threads).
-pub(crate) fn start() {
-    ticker();
+/// Whether the ticker thread exists.
+pub(crate) fn running() -> bool {
+    TICKER.get().is_some()
 }
 
 /// Runs `job` on the ticker thread and returns its result.

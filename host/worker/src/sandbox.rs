@@ -354,8 +354,6 @@ impl Sandbox {
                 locked.dirs, policy.dirs
             ));
         }
-        // The deadline thread must exist before threads are forbidden.
-        crate::deadline::start();
         if self.settings.wants(SandboxLayer::Rlimits) {
             self.status.set(
                 SandboxLayer::Rlimits,
@@ -681,13 +679,14 @@ mod os {
             Ok(created) => created,
             Err(e) => return LayerState::Unavailable(e),
         };
-        let for_ticker = created.try_clone();
+        // A deadline thread started later inherits the domain; one started
+        // already restricts itself with a copy of the ruleset.
+        let for_ticker = crate::deadline::running().then(|| created.try_clone());
         let status = match created.restrict_self() {
             Ok(status) => status,
             Err(e) => return LayerState::Unavailable(e.to_string()),
         };
-        // `lock_down` started the deadline thread before this.
-        if let Ok(for_ticker) = for_ticker {
+        if let Some(Ok(for_ticker)) = for_ticker {
             let _ = crate::deadline::run_on_ticker(move || for_ticker.restrict_self().is_ok());
         }
         match status.ruleset {
