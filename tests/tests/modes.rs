@@ -324,6 +324,16 @@ async fn a_reactors_initialize_runs_before_each_task_fresh_and_warm() {
     }
 }
 
+/// Returns 16 bytes from WASI's `random_get`.
+const RANDOM_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "asyncer_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "task:random") (param i32 i32) (result i64)
+    (drop (call $random (i32.const 100) (i32.const 16)))
+    (i32.store8 (i32.const 99) (i32.const 0))
+    (i64.or (i64.shl (i64.const 99) (i64.const 32)) (i64.const 17))))"#;
+
 fn forking_executor(max_processes: usize) -> Executor {
     Executor::builder()
         .max_processes(max_processes)
@@ -375,6 +385,25 @@ async fn forked_workers_start_clean_from_a_template_that_runs_no_task() {
         20,
         "a process of its own for each task"
     );
+    // Each child seeds its own random numbers: none inherited from the
+    // template, so no two tasks see the same.
+    let random = exec
+        .load_bytes(wat::parse_str(RANDOM_WAT).unwrap())
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    for _ in 0..6 {
+        let bytes = exec
+            .submit_bytes(&random, "random", vec![])
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(bytes.len(), 16);
+        assert!(
+            seen.insert(bytes),
+            "two forked tasks drew the same random bytes"
+        );
+    }
     assert!(events
         .iter()
         .all(|e| e.exit_status.as_deref() == Some("exit code 0")));

@@ -16,6 +16,11 @@
 //! allow-list, and serves exactly one request as a spawned worker does (the
 //! same lock-down, limits and reply), then exits. The template answers with
 //! the child's process id.
+//!
+//! The template must never make what a child must make for itself: no
+//! thread, no async runtime, and no random number generator (WASI's is
+//! seeded in each child, on its first task; one seeded here would hand every
+//! child the same numbers).
 
 use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
@@ -77,7 +82,13 @@ pub(crate) fn serve(settings: SandboxSettings, args: &[String], before_task: fn(
                 match fork(new_pid_namespace) {
                     Ok(Forked::Child(pid_namespace)) => {
                         let code = child(fds, &mut cache, pid_namespace, &seccomp, before_task);
-                        std::process::exit(i32::from(code));
+                        // SAFETY: ends this child at once, without the exit
+                        // handlers and destructors the template's copy holds
+                        // (its reply is flushed; nothing else is buffered).
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            libc::_exit(i32::from(code))
+                        }
                     }
                     Ok(Forked::Parent(pid)) => pid,
                     Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
