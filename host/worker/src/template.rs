@@ -50,6 +50,7 @@ pub(crate) fn serve(settings: SandboxSettings, args: &[String], before_task: fn(
         && sandbox.status().get(SandboxLayer::Namespaces).is_active();
     let mut cache = WorkerCache::new(sandbox, false);
     let _ = cache.engine(Default::default(), crate::MAX_WASM_STACK, false);
+    detect_cpu_features();
     // The allow-list is loaded here, once, and inherited by every child,
     // which only adds a small filter of its own (see `seccomp.rs`).
     let seccomp = if settings.wants(SandboxLayer::Seccomp) {
@@ -232,4 +233,15 @@ fn set_name(name: &[u8]) {
     unsafe {
         libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong);
     }
+}
+
+/// Runs WASI's random number generator (ChaCha12, as `rand::rng()` uses)
+/// once from a fixed seed, so that the CPU features its code picks are
+/// detected here, once, and not in every child (each `cpuid` is a trip to
+/// the hypervisor in a virtual machine: about 2% of a forked no-op task).
+/// Only the detection is kept: no generator, and no thread-local one, is
+/// seeded (see the module's rule).
+fn detect_cpu_features() {
+    use rand::{Rng, SeedableRng};
+    let _ = rand::rngs::StdRng::from_seed([0; 32]).next_u32();
 }
