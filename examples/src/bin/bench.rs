@@ -353,7 +353,7 @@ async fn sandbox_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             SandboxSettings::default(),
         ),
         (
-            "fresh process per task, 2 spawned ahead".into(),
+            "fresh process per task, 2 forked ahead".into(),
             2,
             false,
             SandboxSettings::default(),
