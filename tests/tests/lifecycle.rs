@@ -366,16 +366,7 @@ async fn hardened(launch: Launch) {
     for pid in checked {
         // Nothing inherited from the host: the three pipes, and what the
         // worker itself opened: its artifact, its `/proc/self/statm`.
-        let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                let fd = e.file_name().to_string_lossy().parse().unwrap();
-                let target = std::fs::read_link(e.path()).unwrap_or_default();
-                (fd, target.display().to_string())
-            })
-            .collect();
-        fds.sort();
+        let fds = common::open_fds(pid);
         for (fd, target) in &fds {
             match fd {
                 0..=2 => assert!(target.starts_with("pipe:"), "fd {fd} -> {target}"),

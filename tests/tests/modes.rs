@@ -343,21 +343,6 @@ fn forking_executor(max_processes: usize) -> Executor {
         .unwrap()
 }
 
-/// What `pid` holds open: `(fd, what it names)`.
-fn open_fds(pid: u32) -> Vec<(u32, String)> {
-    let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let fd = e.file_name().to_string_lossy().parse().unwrap();
-            let target = std::fs::read_link(e.path()).unwrap_or_default();
-            (fd, target.display().to_string())
-        })
-        .collect();
-    fds.sort();
-    fds
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forked_workers_start_clean_from_a_template_that_runs_no_task() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -413,7 +398,7 @@ async fn forked_workers_start_clean_from_a_template_that_runs_no_task() {
     // `/proc/self/statm`.
     let templates = common::templates();
     assert_eq!(templates.len(), 1, "{templates:?}");
-    for (fd, target) in open_fds(templates[0]) {
+    for (fd, target) in common::open_fds(templates[0]) {
         match fd {
             0 => assert!(target.starts_with("socket:"), "fd 0 -> {target}"),
             1 => assert_eq!(target, "/dev/null"),

@@ -2,8 +2,9 @@
 //! per task without the cost of starting one.
 //!
 //! The executor starts one template per pool. It enters the workers' user,
-//! network and IPC namespaces, makes the engine and the WASI linker,
-//! compiles the seccomp allow-list, and then waits on its control socket
+//! network and IPC namespaces, makes the engine and the WASI linker, loads
+//! the seccomp allow-list (with the few calls only it needs; see
+//! `seccomp.rs`), and then waits on its control socket
 //! (its stdin, a `SOCK_SEQPACKET` socket) for [`ForkRequest`]s. It never
 //! runs guest code and has one thread, so a fork of it holds nothing but
 //! that. For each request it loads the task's artifact (once: later
@@ -12,8 +13,9 @@
 //! it ended as for a spawned worker) and, when namespaces are wanted,
 //! `CLONE_NEWPID` (PID 1 of a new PID namespace, as a spawned worker is).
 //! The child takes the three descriptors that came with the request as its
-//! stdin, stdout and stderr, dies with the executor, installs the seccomp
-//! allow-list, and serves exactly one request as a spawned worker does (the
+//! stdin, stdout and stderr, dies with the executor, adds a small seccomp
+//! filter that takes the template's extra calls away again, and serves
+//! exactly one request as a spawned worker does (the
 //! same lock-down, limits and reply), then exits. The template answers with
 //! the child's process id.
 //!

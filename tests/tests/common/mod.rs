@@ -92,6 +92,21 @@ pub fn is_template(pid: u32) -> bool {
     templated && process_name(pid).as_deref() != Some("asyncer-worker")
 }
 
+/// What `pid` holds open: `(fd, what it names)`, by descriptor.
+pub fn open_fds(pid: u32) -> Vec<(u32, String)> {
+    let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let fd = e.file_name().to_string_lossy().parse().unwrap();
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            (fd, target.display().to_string())
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 /// A process's name (`comm`), if it still exists.
 pub fn process_name(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
