@@ -15,6 +15,11 @@
 //! sockets outside). Each layer the kernel lacks is skipped and reported in
 //! [`Sandbox::status`]; none is skipped silently.
 //!
+//! A worker forked from a template (`template.rs`) gets the same layers:
+//! the namespaces and the allow-list from the template (a fork inherits
+//! both), a PID namespace of its own from the fork, then a filter of its
+//! own and the same lock-down.
+//!
 //! Outside Linux nothing is applied and every layer reports `unavailable`.
 
 use std::path::PathBuf;
@@ -251,9 +256,10 @@ impl Sandbox {
 
     /// A template worker's sandbox (see `template.rs`): the user, network
     /// and IPC namespaces, as [`Sandbox::enter`] enters them, but no PID
-    /// namespace and no seccomp allow-list: each child the template forks
-    /// gets a PID namespace of its own from the fork, and installs the
-    /// allow-list itself ([`Sandbox::enter_forked_child`]).
+    /// namespace: each child the template forks gets a PID namespace of its
+    /// own from the fork. The seccomp allow-list is the template's to load
+    /// (with its own few extra calls), and each child adds a filter taking
+    /// those away ([`Sandbox::enter_forked_child`]).
     #[cfg(target_os = "linux")]
     pub(crate) fn enter_template(settings: SandboxSettings, args: &[String]) -> Sandbox {
         let mut status = SandboxStatus::default();
