@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use asyncer::{Error, ErrorKind, Launch};
-use common::{assert_no_children_left, children, collect_events, executor, faults};
+use common::{assert_no_children_left, children, collect_events, executor, faults, kill};
 use tokio::sync::Mutex;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -23,14 +23,6 @@ async fn wait_for_children(n: usize) -> Vec<u32> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("expected {n} workers, saw {:?}", children());
-}
-
-fn kill(pid: u32) {
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("kill runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

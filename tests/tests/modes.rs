@@ -141,10 +141,7 @@ async fn warm_workers_are_replaced_after_kills_and_their_task_budget() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
+    common::kill(pid);
     assert_eq!(victim.await.unwrap_err().kind(), ErrorKind::WorkerCrashed);
     let ok: u64 = exec
         .submit(&module, "add", &Pair { a: 2, b: 2 })
@@ -215,12 +212,7 @@ async fn started_ahead(launch: Launch) {
         .build()
         .unwrap();
     // Spawned at once; forked on the runtime, moments later.
-    for _ in 0..200 {
-        if children().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_until(|| children().len() >= 2).await;
     assert_eq!(children().len(), 2, "{launch:?}: two idle workers wait");
     let module = faults(&exec).await;
     let mut events = exec.events();
@@ -429,16 +421,8 @@ async fn a_killed_template_is_replaced_and_no_task_is_lost() {
     let handles: Vec<_> = (0..12u64)
         .map(|i| exec.submit::<_, u64>(&module, "slow", &(100 + i)).unwrap())
         .collect();
-    for _ in 0..200 {
-        if children().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    std::process::Command::new("kill")
-        .args(["-KILL", &first[0].to_string()])
-        .status()
-        .unwrap();
+    common::wait_until(|| children().len() >= 2).await;
+    common::kill(first[0]);
     // The running ones were the executor's children, not the template's:
     // they finish; the queued ones run in children of a new template.
     for (i, handle) in handles.into_iter().enumerate() {
@@ -448,14 +432,8 @@ async fn a_killed_template_is_replaced_and_no_task_is_lost() {
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now, first, "a new template");
     drop(exec);
-    for _ in 0..200 {
-        if common::templates().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     assert!(
-        common::templates().is_empty(),
+        common::wait_until(|| common::templates().is_empty()).await,
         "a dropped executor's template ends"
     );
 }

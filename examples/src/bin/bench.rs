@@ -130,6 +130,13 @@ async fn throughput(exec: &Executor, module: &Module, tasks: usize) -> Result<f6
     Ok(tasks as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Runs a batch as large as the memory rows' measured ones, so that the
+/// allocator's first growth to hold 5000 tasks in flight is not counted as
+/// growth over the run.
+async fn warm_up(exec: &Executor, module: &Module) -> Result<()> {
+    throughput(exec, module, 5000).await.map(|_| ())
+}
+
 /// (p50 ms, processes/s with 2 at a time) of spawning `/bin/true`.
 async fn spawn_floor(tasks: usize) -> Result<(f64, f64)> {
     let spawn = || async {
@@ -813,10 +820,7 @@ async fn memory_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let exec = executor(2, 0, true)?;
     let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
     let mut events = exec.events();
-    // Warm-up with a batch as large as the measured ones, so that the
-    // allocator's first growth to hold 5000 tasks in flight is not counted
-    // as growth over the run.
-    throughput(&exec, &module, 5000).await?;
+    warm_up(&exec, &module).await?;
     while events.try_recv().is_some() {}
     let before = rss_bytes();
     let mut done = 0;
@@ -939,10 +943,7 @@ async fn scheduler_rows(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         .build()?;
     let module = exec.load_bytes(wat::parse_str(NOOP_WAT)?).await?;
     let mut events = exec.events();
-    // Warm-up with a batch as large as the measured ones, so that the
-    // allocator's first growth to hold 5000 tasks in flight is not counted
-    // as growth over the run.
-    throughput(&exec, &module, 5000).await?;
+    warm_up(&exec, &module).await?;
     while events.try_recv().is_some() {}
     let before = rss_bytes();
     let (mut refused, mut peak) = (0u64, before);

@@ -287,11 +287,7 @@ impl Pool {
     async fn new_worker(self: &Arc<Self>, request: &Request) -> Result<Worker, Error> {
         #[cfg(target_os = "linux")]
         if self.forks() {
-            let fork = asyncer_protocol::ForkRequest {
-                artifact: request.artifact.clone(),
-                flavor: request.flavor,
-                max_wasm_stack: request.limits.max_wasm_stack,
-            };
+            let fork = asyncer_protocol::ForkRequest::for_request(request);
             let pool = self.clone();
             // Run to its end even when this task is dropped: a child forked
             // for it is then killed and reaped, never left behind.
@@ -573,11 +569,7 @@ impl Pool {
         if self.mode.prestart > 0 && self.forks() {
             let mut last = self.last_artifact.lock().expect("hint poisoned");
             if last.artifact != request.artifact {
-                *last = asyncer_protocol::ForkRequest {
-                    artifact: request.artifact.clone(),
-                    flavor: request.flavor,
-                    max_wasm_stack: request.limits.max_wasm_stack,
-                };
+                *last = asyncer_protocol::ForkRequest::for_request(&request);
             }
         }
         let taken = self.take_idle(&grants);

@@ -367,6 +367,33 @@ pub struct ForkRequest {
     pub max_wasm_stack: Option<u64>,
 }
 
+impl ForkRequest {
+    /// The fork request for a child that will serve `request`.
+    ///
+    /// # Examples
+    /// ```
+    /// use asyncer_protocol::{ForkRequest, Request};
+    /// let request = Request {
+    ///     uid: "u".into(),
+    ///     artifact: "/cache/m.cwasm".into(),
+    ///     flavor: Default::default(),
+    ///     task: "t".into(),
+    ///     input: vec![],
+    ///     limits: Default::default(),
+    ///     capabilities: Default::default(),
+    ///     command: None,
+    /// };
+    /// assert_eq!(ForkRequest::for_request(&request).artifact, "/cache/m.cwasm");
+    /// ```
+    pub fn for_request(request: &Request) -> ForkRequest {
+        ForkRequest {
+            artifact: request.artifact.clone(),
+            flavor: request.flavor,
+            max_wasm_stack: request.limits.max_wasm_stack,
+        }
+    }
+}
+
 /// Limits a worker enforces on one task.
 ///
 /// # Examples

@@ -72,11 +72,7 @@ struct Join {
 impl Join {
     /// `--join-namespaces USER,NET,IPC --max-tasks N` among `args`.
     fn from_args(args: &[String]) -> Option<Join> {
-        let after = |flag: &str| {
-            args.iter()
-                .position(|arg| arg == flag)
-                .and_then(|at| args.get(at + 1))
-        };
+        let after = |flag| arg_after(args, flag);
         let paths: Vec<PathBuf> = after("--join-namespaces")?
             .split(',')
             .map(PathBuf::from)
@@ -146,6 +142,13 @@ impl SharedNamespaces {
             (workers * TASKS_PER_WORKER + TASKS_PER_WORKER).to_string(),
         ]
     }
+}
+
+/// The argument after `flag` among `args`.
+fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a String> {
+    args.iter()
+        .position(|arg| arg == flag)
+        .and_then(|at| args.get(at + 1))
 }
 
 /// What a locked-down worker may still reach on the file system.
@@ -269,10 +272,7 @@ impl Sandbox {
             status.set(SandboxLayer::Namespaces, state);
             // Every child shares the template's user namespace, also one
             // the template made: the bound covers all of them.
-            let all = args
-                .iter()
-                .position(|arg| arg == "--max-tasks")
-                .and_then(|at| args.get(at + 1)?.parse::<u64>().ok());
+            let all = arg_after(args, "--max-tasks").and_then(|n| n.parse::<u64>().ok());
             max_tasks = user.map(|own| all.map_or(own, |all| all.max(own)));
         }
         Sandbox {

@@ -92,6 +92,26 @@ pub fn is_template(pid: u32) -> bool {
     templated && process_name(pid).as_deref() != Some("asyncer-worker")
 }
 
+/// Sends SIGKILL to `pid` (a process this test started).
+pub fn kill(pid: u32) {
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("kill runs");
+}
+
+/// Waits, for two seconds at most, until `done`; whether it came.
+pub async fn wait_until(done: impl Fn() -> bool) -> bool {
+    for _ in 0..200 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    done()
+}
+
 /// What `pid` holds open: `(fd, what it names)`, by descriptor.
 pub fn open_fds(pid: u32) -> Vec<(u32, String)> {
     let mut fds: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
